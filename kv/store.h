@@ -1,0 +1,76 @@
+/* Durable state of a node in one SQLite database: the raft log, term and
+ * vote, the applied index, the node's identity, and the state machine's
+ * tables.  WAL mode with synchronous=FULL: a committed transaction is on
+ * disk.
+ *
+ * A struct kv_store is one write connection and must be used by one thread
+ * at a time (the storage worker).  Readers open their own connection with
+ * kv_reader_open() (kv/reader.h). */
+
+#ifndef KV_STORE_H
+#define KV_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../raft/raft.h"
+#include "sm.h"
+
+#define KV_DB_NAME "ikada.db"
+
+struct kv_store;
+
+/* Open or create DIR/ikada.db (DIR must exist), create the schema and the
+ * state machine's tables, and record node_id on first use.  Returns 0,
+ * IKD_ENODEID when the database belongs to another node id, IKD_ECORRUPT
+ * when it is not an Ikada database, or a negative errno (-EACCES...). */
+int kv_store_open(const char *dir,
+                  raft_id_t node_id,
+                  const struct kv_sm *sm,
+                  struct kv_store **out);
+
+void kv_store_close(struct kv_store *s);
+
+/* What a node resumes from.  entries are malloc'd with their data; release
+ * with kv_state_free(). */
+struct kv_state {
+    raft_term_t term;
+    raft_id_t vote;
+    raft_index_t applied;
+    raft_index_t first_index; /* index of entries[0]; 1 for a new log */
+    struct raft_entry *entries;
+    size_t n_entries;
+};
+
+int kv_store_load(struct kv_store *s, struct kv_state *st);
+void kv_state_free(struct kv_state *st);
+
+/* One unit of durable work, done in one transaction and one fsync:
+ *   1. term and vote, if hard_state;
+ *   2. if log_from != 0: delete entries >= log_from, then insert entries
+ *      as log_from, log_from + 1, ...;
+ *   3. apply entries apply[0..n_apply) at apply_from, apply_from + 1, ...
+ *      through the state machine, storing each outcome in results[i], and
+ *      record the last one as the applied index.
+ * Entries of type RAFT_ENTRY_NOOP are applied as nothing (status 0).
+ * Returns 0, or a negative code after rolling everything back (-ENOSPC,
+ * -EIO, IKD_ECORRUPT...). */
+struct kv_batch {
+    bool hard_state;
+    raft_term_t term;
+    raft_id_t vote;
+
+    raft_index_t log_from;
+    const struct raft_entry *entries;
+    size_t n_entries;
+
+    raft_index_t apply_from;
+    const struct raft_entry *apply;
+    size_t n_apply;
+    struct kv_sm_result *results; /* n_apply slots, filled */
+};
+
+int kv_store_write(struct kv_store *s, struct kv_batch *b);
+
+#endif /* KV_STORE_H */

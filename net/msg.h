@@ -1,0 +1,121 @@
+/* Messages on the wire: framing and msgpack encoding.
+ *
+ * Frame: a 4-byte big-endian length L (not counting itself, at most
+ * IKD_MAX_FRAME_BYTES), then L bytes of one msgpack array:
+ *     [version, kind, fields...]
+ * version is IKD_PROTOCOL_VERSION; the fields of each kind are listed in
+ * msg.c next to its encoder.  Every connection starts with a HELLO from the
+ * side that opened it. */
+
+#ifndef NET_MSG_H
+#define NET_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../raft/raft.h"
+
+enum net_kind {
+    NET_HELLO = 1,        /* opener introduces itself: node id, 0 for a
+                             client */
+    NET_RAFT,             /* a struct raft_msg between nodes */
+    NET_FORWARD,          /* a follower hands a command to the leader */
+    NET_FORWARD_RESP,     /* the leader's answer: where it was appended */
+    NET_READ_INDEX,       /* a follower asks the leader for a read point */
+    NET_READ_INDEX_RESP,  /* the leader's answer */
+    NET_CLIENT_REQ,       /* a client request */
+    NET_CLIENT_RESP,      /* its reply */
+};
+
+enum net_op {
+    NET_OP_PROPOSE = 1, /* cmd: an encoded struct kv_cmd; commit and apply */
+    NET_OP_GET,         /* key: linearizable read */
+    NET_OP_GET_LOCAL,   /* key: this node's state, possibly stale */
+    NET_OP_LIST,        /* key: the prefix */
+    NET_OP_STATUS,      /* this node's view */
+};
+
+struct net_hello {
+    raft_id_t node_id;
+    uint64_t cluster_hash; /* of the --cluster list, to catch misconfig */
+};
+
+struct net_forward {
+    uint64_t req_id;
+    const uint8_t *cmd;
+    size_t cmd_len;
+};
+
+struct net_forward_resp {
+    uint64_t req_id;
+    int32_t status; /* 0, or IKD_ENOTLEADER... */
+    raft_index_t index;
+    raft_term_t term;
+};
+
+struct net_read_index {
+    uint64_t req_id;
+};
+
+struct net_read_index_resp {
+    uint64_t req_id;
+    int32_t status;
+    raft_index_t index;
+};
+
+struct net_client_req {
+    uint64_t req_id;
+    uint8_t op; /* enum net_op */
+    const uint8_t *cmd;
+    size_t cmd_len;
+    const char *key;
+    size_t key_len;
+};
+
+struct net_client_resp {
+    uint64_t req_id;
+    int32_t status;   /* 0 or a negative code (-ENOENT, IKD_ENOTLEADER..) */
+    uint64_t value;   /* PROPOSE: the state machine's result value */
+    /* Set with IKD_ENOTLEADER when a leader is known, so the client can go
+     * there; "" otherwise. */
+    raft_id_t leader_id;
+    const char *leader_addr;
+    size_t leader_addr_len;
+    /* GET: the value.  LIST: the keys, each followed by a NUL byte. */
+    const uint8_t *data;
+    size_t data_len;
+    /* STATUS: this node's view. */
+    raft_id_t id;
+    uint8_t role;
+    raft_term_t term;
+    raft_index_t commit;
+    raft_index_t applied;
+};
+
+struct net_msg {
+    uint8_t kind; /* enum net_kind */
+    union {
+        struct net_hello hello;
+        struct raft_msg raft;
+        struct net_forward forward;
+        struct net_forward_resp forward_resp;
+        struct net_read_index read_index;
+        struct net_read_index_resp read_index_resp;
+        struct net_client_req req;
+        struct net_client_resp resp;
+    };
+};
+
+/* Encode m as one whole frame (length prefix included) into a new malloc'd
+ * buffer *out of *len bytes.  0, -ENOMEM, or IKD_ELIMIT past
+ * IKD_MAX_FRAME_BYTES. */
+int net_msg_encode(const struct net_msg *m, uint8_t **out, size_t *len);
+
+/* Decode one frame's payload (without its length prefix).  Byte strings in
+ * m point into buf; raft entries are in an array the decoder allocates,
+ * which net_msg_release() frees.  Returns 0, IKD_EVERSION for another
+ * protocol version, or IKD_EMALFORMED (with nothing to release). */
+int net_msg_decode(const uint8_t *buf, size_t len, struct net_msg *m);
+void net_msg_release(struct net_msg *m);
+
+#endif /* NET_MSG_H */

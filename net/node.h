@@ -1,0 +1,75 @@
+/* A running Ikada node: the Raft core, its storage worker, the transport
+ * and the client protocol, all driven by one libuv loop.  Only the loop
+ * thread calls these functions. */
+
+#ifndef NET_NODE_H
+#define NET_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "../kv/reader.h"
+#include "../raft/raft.h"
+#include "transport.h"
+
+struct node_config {
+    raft_id_t id;
+    struct net_peer peers[IKD_MAX_NODES]; /* includes this node */
+    size_t n_peers;
+    const char *data_dir;
+    unsigned election_timeout_ms;
+    unsigned heartbeat_ms;
+    uint64_t max_value_bytes;
+    /* How long a proposal or read may wait for its outcome. */
+    unsigned request_timeout_ms;
+};
+
+struct node;
+
+/* Open the data folder, load the durable state, start listening and
+ * connecting.  Returns 0; IKD_ENODEID, -EADDRINUSE, or another negative
+ * code with nothing left running. */
+int node_start(uv_loop_t *loop, const struct node_config *cfg,
+               struct node **out);
+
+/* Fail every pending request with IKD_ESHUTDOWN, stop the transport and
+ * the worker; cb runs when all handles are closed and n is freed. */
+void node_stop(struct node *n, void (*cb)(void *arg), void *arg);
+
+/* Outcome of a proposal: status is the state machine's result (0 or a
+ * negative errno such as -ENOENT) once the command is applied on this node,
+ * or IKD_ENOLEADER (no leader known), IKD_ETIMEDOUT (outcome unknown),
+ * IKD_ELOST (overwritten, not applied), IKD_ESHUTDOWN. */
+typedef void (*node_propose_cb)(void *arg, int status, uint64_t value);
+
+/* Propose an encoded struct kv_cmd (copied).  On a follower it goes to the
+ * leader; either way cb runs once the command is applied here, or fails,
+ * always within the request timeout.  Returns 0, or a negative code with no
+ * callback. */
+int node_propose(struct node *n, const uint8_t *cmd, size_t len,
+                 node_propose_cb cb, void *arg);
+
+/* cb(arg, 0) once this node's state reflects every write that completed
+ * before the call (a linearizable read point, Raft 6.4), or a negative code
+ * as for proposals.  Returns 0, or a negative code with no callback. */
+typedef void (*node_read_cb)(void *arg, int status);
+int node_read_barrier(struct node *n, node_read_cb cb, void *arg);
+
+/* The loop thread's read connection to the state. */
+struct kv_reader *node_reader(struct node *n);
+
+struct node_info {
+    raft_id_t id;
+    enum raft_role role;
+    raft_term_t term;
+    raft_index_t commit;
+    raft_index_t applied;
+    raft_id_t leader; /* 0 when none is known */
+};
+
+void node_get_info(struct node *n, struct node_info *out);
+const struct node_config *node_get_config(struct node *n);
+
+#endif /* NET_NODE_H */

@@ -1,0 +1,60 @@
+/* TCP transport on a libuv loop: one listening port for peers and clients,
+ * one outgoing connection to each peer, re-established with backoff. */
+
+#ifndef NET_TRANSPORT_H
+#define NET_TRANSPORT_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "msg.h"
+
+struct net_peer {
+    raft_id_t id;
+    char host[64];
+    uint16_t port;
+};
+
+struct net_transport;
+
+struct net_transport_cbs {
+    /* A decoded message arrived on connection conn_id (incoming or
+     * outgoing).  from is the node id the connection's HELLO announced, 0
+     * for a client.  The message and its buffers live until the callback
+     * returns. */
+    void (*msg_cb)(void *ctx,
+                   uint64_t conn_id,
+                   raft_id_t from,
+                   const struct net_msg *m);
+    /* Connection conn_id is gone: replies to it are now dropped. */
+    void (*close_cb)(void *ctx, uint64_t conn_id);
+};
+
+/* Listen on the address of self in peers[], and connect to every other
+ * peer, binding outgoing sockets to self's host.  Returns 0, -EADDRINUSE,
+ * or another negative libuv code; on failure nothing is left open. */
+int net_transport_start(uv_loop_t *loop,
+                        raft_id_t self,
+                        const struct net_peer *peers,
+                        size_t n_peers,
+                        uint64_t cluster_hash,
+                        const struct net_transport_cbs *cbs,
+                        void *ctx,
+                        struct net_transport **out);
+
+/* Queue m on the outgoing connection to peer `to`.  Returns 0, or -ENOTCONN
+ * when that peer is not connected (the message is dropped: Raft resends). */
+int net_send_peer(struct net_transport *t, raft_id_t to,
+                  const struct net_msg *m);
+
+/* Queue m on connection conn_id.  0 or -ENOTCONN. */
+int net_send_conn(struct net_transport *t, uint64_t conn_id,
+                  const struct net_msg *m);
+
+/* Close every connection and handle; cb runs once all are closed, after
+ * which t is freed. */
+void net_transport_stop(struct net_transport *t, void (*cb)(void *arg),
+                        void *arg);
+
+#endif /* NET_TRANSPORT_H */

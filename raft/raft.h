@@ -1,0 +1,220 @@
+/* The Raft consensus algorithm as a pure state machine: no I/O, no clock.
+ *
+ * The caller drives a struct raft with raft_tick(), raft_step() (a message
+ * arrived), raft_propose() and raft_read_index(), then collects what the core
+ * wants done with raft_get_update(): state and log entries to make durable,
+ * messages to send, entries that became committed and reads that became
+ * safe to serve.  The caller reports durability back with raft_persisted()
+ * and application with raft_applied().
+ *
+ * Durability rule for the caller: messages other than RAFT_MSG_APPEND may
+ * depend on the hard state and log handed out in the same or an earlier
+ * update (a granted vote, a successful AppendEntries reply), so they must
+ * not be sent before that state is durable.  RAFT_MSG_APPEND depends only on
+ * the leader's term, which became durable while it was a candidate, so it
+ * may be sent at once (Raft 10.2.1: the leader writes its own log in
+ * parallel with replication and counts itself only once raft_persisted()
+ * says its entries are durable). */
+
+#ifndef RAFT_H
+#define RAFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ikd.h"
+
+typedef uint64_t raft_term_t;
+typedef uint64_t raft_index_t;
+typedef uint32_t raft_id_t; /* 0 means "none" */
+
+enum raft_role { RAFT_FOLLOWER = 0, RAFT_CANDIDATE, RAFT_LEADER };
+
+/* The name of a role as the contract prints it ("leader"...). */
+const char *raft_role_name(enum raft_role role);
+
+enum raft_entry_type {
+    RAFT_ENTRY_NOOP = 0,    /* appended by a new leader (Raft 5.4.2, 6.4) */
+    RAFT_ENTRY_COMMAND = 1, /* opaque bytes for the state machine */
+};
+
+struct raft_entry {
+    raft_term_t term;
+    uint8_t type; /* enum raft_entry_type */
+    uint32_t len;
+    uint8_t *data; /* len bytes; ownership depends on the function */
+};
+
+enum raft_msg_type {
+    RAFT_MSG_VOTE = 1,     /* RequestVote */
+    RAFT_MSG_VOTE_RESP,    /* its reply */
+    RAFT_MSG_APPEND,       /* AppendEntries, also the heartbeat */
+    RAFT_MSG_APPEND_RESP,  /* its reply */
+};
+
+struct raft_msg {
+    enum raft_msg_type type;
+    raft_id_t from;
+    raft_id_t to;
+    raft_term_t term;
+    union {
+        struct {
+            raft_index_t last_index;
+            raft_term_t last_term;
+        } vote;
+        struct {
+            bool granted;
+        } vote_resp;
+        struct {
+            raft_index_t prev_index;
+            raft_term_t prev_term;
+            raft_index_t commit;
+            /* The leader's read round; echoed in the reply so that the
+             * leader knows which rounds a follower confirmed (Raft 6.4). */
+            uint64_t read_seq;
+            size_t n_entries;
+            /* Borrowed: in a message from raft_get_update() they point into
+             * the core's log; in a message given to raft_step() they belong
+             * to the caller, and the core copies what it keeps. */
+            struct raft_entry *entries;
+        } append;
+        struct {
+            bool success;
+            /* On success: the last index the follower now matches.
+             * On failure: the prev_index that was rejected. */
+            raft_index_t index;
+            /* On failure, where the leader should look next (Raft 5.3,
+             * backing up by term): the follower's last index if its log is
+             * shorter than prev_index, else the largest index <= prev_index
+             * whose term is <= prev_term, with that term in hint_term. */
+            raft_index_t hint_index;
+            raft_term_t hint_term;
+            uint64_t read_seq;
+        } append_resp;
+    };
+};
+
+/* A read that became safe: once the state machine has applied `index`, a
+ * read requested with `ctx` returns linearizable data (Raft 6.4). */
+struct raft_read {
+    uint64_t ctx;
+    raft_index_t index;
+};
+
+struct raft_config {
+    raft_id_t id;
+    size_t n_voters;
+    raft_id_t voters[IKD_MAX_NODES]; /* includes id */
+    /* The election timeout is drawn afresh, uniformly from
+     * [election_ticks, 2 * election_ticks), at every reset. */
+    unsigned election_ticks;
+    unsigned heartbeat_ticks;
+    uint64_t seed; /* seeds the timeout generator: same seed, same run */
+    size_t max_append_entries;
+    size_t max_append_bytes;
+    /* The core never prints: it formats a line and calls this, if set. */
+    void (*log_cb)(void *ctx, int level, const char *text);
+    void *log_ctx;
+};
+
+/* Everything the caller must act on, as of the call to raft_get_update().
+ * Pointers stay valid until the next non-const call on the core. */
+struct raft_update {
+    /* Persist term and vote before sending non-APPEND messages. */
+    bool hard_state_changed;
+    raft_term_t term;
+    raft_id_t vote;
+
+    /* Entries with index >= log_dirty_from changed (were appended, or
+     * replaced after a conflict): the durable log must drop its entries from
+     * log_dirty_from on and store the core's entries from there to
+     * raft_last_index().  0 when the log did not change. */
+    raft_index_t log_dirty_from;
+
+    struct raft_msg *msgs;
+    size_t n_msgs;
+
+    /* Entries up to commit are committed; the caller applies every entry
+     * after the last one it applied, in order, up to here.  Never
+     * decreases. */
+    raft_index_t commit;
+
+    struct raft_read *reads;
+    size_t n_reads;
+
+    /* Role or known leader changed since the previous update. */
+    bool soft_state_changed;
+    enum raft_role role;
+    raft_id_t leader;
+};
+
+struct raft; /* defined in raft.c; allocate with raft_new() */
+
+/* Allocate a core from cfg, in the follower role with an empty log.
+ * Returns NULL when out of memory or cfg is invalid. */
+struct raft *raft_new(const struct raft_config *cfg);
+void raft_free(struct raft *r);
+
+/* Restore durable state read at start, before any other call: the hard
+ * state, the index the state machine has applied (everything up to it is
+ * committed), and the log entries first_index... (the core copies them).
+ * Returns 0, or IKD_ECORRUPT if the entries contradict themselves
+ * (terms going down) or applied is past the end of the log. */
+int raft_load(struct raft *r,
+              raft_term_t term,
+              raft_id_t vote,
+              raft_index_t applied,
+              raft_index_t first_index,
+              const struct raft_entry *entries,
+              size_t n_entries);
+
+/* One unit of time passed: heartbeats and election timeouts count ticks. */
+void raft_tick(struct raft *r);
+
+/* A message from a peer.  Returns 0, or IKD_EMALFORMED for a message that
+ * is not addressed to this node or names an unknown sender. */
+int raft_step(struct raft *r, const struct raft_msg *m);
+
+/* Append a new entry to the leader's log (the core copies data).
+ * On success stores its index and term.  Returns IKD_ENOTLEADER when not
+ * the leader, IKD_ELIMIT when len exceeds what one message can carry. */
+int raft_propose(struct raft *r,
+                 uint8_t type,
+                 const void *data,
+                 size_t len,
+                 raft_index_t *index,
+                 raft_term_t *term);
+
+/* Ask for a linearizable read point (Raft 6.4).  The leader notes its commit
+ * index, confirms with a round of heartbeats that it still leads, and then
+ * reports {ctx, index} in an update.  Reads asked for while a round is under
+ * way share the next round.  Returns IKD_ENOTLEADER when not the leader; a
+ * leader that loses its role drops pending reads (the caller times out or
+ * retries). */
+int raft_read_index(struct raft *r, uint64_t ctx);
+
+bool raft_has_update(const struct raft *r);
+void raft_get_update(struct raft *r, struct raft_update *u);
+
+/* The log up to index, whose entry has the given term, is durable.  A
+ * report for an entry that has since been replaced is ignored. */
+void raft_persisted(struct raft *r, raft_index_t index, raft_term_t term);
+
+/* The state machine applied every entry up to index. */
+void raft_applied(struct raft *r, raft_index_t index);
+
+/* Read-only views. */
+raft_id_t raft_id(const struct raft *r);
+enum raft_role raft_role(const struct raft *r);
+raft_term_t raft_term(const struct raft *r);
+raft_id_t raft_leader(const struct raft *r);
+raft_index_t raft_commit(const struct raft *r);
+raft_index_t raft_applied_index(const struct raft *r);
+raft_index_t raft_first_index(const struct raft *r);
+raft_index_t raft_last_index(const struct raft *r);
+/* The entry at index, or NULL outside [first, last]. */
+const struct raft_entry *raft_entry_at(const struct raft *r,
+                                       raft_index_t index);
+
+#endif /* RAFT_H */
