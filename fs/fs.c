@@ -1,1 +1,1716 @@
-/* placeholder */
+/* The FUSE file system of a node, served from the node's libuv loop.
+ *
+ * Requests arrive on the session's file descriptor, which a poll handle
+ * watches.  A request that needs the cluster keeps its fuse_req_t in a
+ * struct fs_req and is answered exactly once, from the node's callback:
+ * changes once the command is applied on this node, reads once the local
+ * state is a linearizable read point.  Attribute and entry timeouts are 0
+ * and every open file uses direct_io, so the kernel caches nothing that a
+ * change on another node could make stale. */
+
+#define FUSE_USE_VERSION 35
+
+#include "fs.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../kv/cmd.h"
+#include "../kv/reader.h"
+#include "../raft/ikd.h"
+
+#define FS_NS_PER_S 1000000000LL
+
+/* Inode numbers below KV_FIRST_INO belong to the file system itself: the
+ * read-only .ikada/ folder in the root and the files in it, generated from
+ * the node's view of the cluster each time one is opened. */
+#define FS_META_NAME ".ikada"
+#define FS_META_DIR_INO 2
+#define FS_META_FIRST_INO 3
+
+static const char *const fs_meta_names[] = {
+    "id", "leader", "term", "role", "commit", "applied", "members", "status",
+};
+
+#define FS_META_COUNT (sizeof(fs_meta_names) / sizeof(fs_meta_names[0]))
+
+_Static_assert(FUSE_ROOT_ID == KV_ROOT_INO, "FUSE and kv roots must agree");
+_Static_assert(FS_META_DIR_INO > KV_ROOT_INO, "reserved inodes follow root");
+_Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
+               "the .ikada files must fit below the kv inode numbers");
+
+/* The size getattr reports for a .ikada file: large enough that readers
+ * which trust st_size read the whole content, which direct_io ends at its
+ * real length. */
+#define FS_META_SIZE_BYTES 4096
+
+/* Readdir positions before the state machine's entries: ".", "..", and
+ * ".ikada" in the root.  Entry k of the state machine is at k + 3. */
+#define FS_DIR_FIRST_KV_POS 3
+
+/* Most requests handled in one poll callback before the loop gets a turn
+ * again; the poll is level-triggered, so the rest wake it at once. */
+#define FS_MAX_REQS_PER_POLL 64
+
+/* fi->fh of a regular file: how it was opened. */
+#define FS_FH_APPEND 1u
+
+struct fs
+{
+    uv_loop_t *loop;
+    struct node *node;
+    struct fuse_session *se;
+    uv_poll_t poll;
+    struct fuse_buf buf; /* request buffer, reused; libfuse grows it */
+    char *mountpoint;
+    uid_t uid; /* owner reported for every file */
+    gid_t gid;
+    struct fs_req *pending; /* requests waiting for the node */
+    bool unmounting;
+    void (*unmount_cb)(void *arg);
+    void *unmount_arg;
+};
+
+/* What to do when the node calls back. */
+enum fs_kind {
+    /* After a read barrier. */
+    FS_DO_LOOKUP,
+    FS_DO_GETATTR,
+    FS_DO_READDIR,
+    FS_DO_READ,
+    FS_DO_OPEN,
+    /* After a proposal is applied. */
+    FS_DONE_ERR, /* reply 0: unlink, rmdir, rename */
+    FS_DONE_ENTRY,
+    FS_DONE_CREATE,
+    FS_DONE_ATTR,
+    FS_DONE_WRITE,
+    FS_DONE_OPEN,
+};
+
+/* A request waiting for the node.  Owned by the node's callback, which
+ * frees it; fs is NULL once fs_unmount() answered the request itself. */
+struct fs_req
+{
+    struct fs *fs;
+    fuse_req_t req;
+    struct fs_req *prev;
+    struct fs_req *next;
+    enum fs_kind kind;
+    uint64_t ino;
+    uint64_t offset;
+    size_t size;
+    struct fuse_file_info fi;
+    size_t name_len;
+    char name[]; /* NUL-terminated, for lookups */
+};
+
+/* Content of an open .ikada file, fixed at open; fi->fh points to it. */
+struct fs_meta_file
+{
+    size_t len;
+    char data[];
+};
+
+static int64_t fs_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * FS_NS_PER_S + ts.tv_nsec;
+}
+
+static struct timespec fs_timespec(int64_t ns)
+{
+    struct timespec ts;
+    int64_t sec = ns / FS_NS_PER_S;
+    int64_t rem = ns % FS_NS_PER_S;
+
+    if (rem < 0) {
+        sec -= 1;
+        rem += FS_NS_PER_S;
+    }
+    ts.tv_sec = (time_t)sec;
+    ts.tv_nsec = (long)rem;
+    return ts;
+}
+
+/* The single place where Ikada codes become the errno a program sees. */
+static int fs_errno(int rv)
+{
+    int e;
+
+    assert(rv < 0);
+    e = ikd_to_errno(rv);
+    /* The kernel accepts only small errno values (below 4096). */
+    return e > 0 && e < 4096 ? e : EIO;
+}
+
+static void fs_reply_rv(fuse_req_t req, int rv)
+{
+    fuse_reply_err(req, rv == 0 ? 0 : fs_errno(rv));
+}
+
+static bool fs_is_meta(fuse_ino_t ino)
+{
+    return ino >= FS_META_DIR_INO && ino < KV_FIRST_INO;
+}
+
+static bool fs_is_meta_name(fuse_ino_t parent, const char *name)
+{
+    return parent == KV_ROOT_INO && strcmp(name, FS_META_NAME) == 0;
+}
+
+static uint64_t fs_max_bytes(const struct fs *f)
+{
+    return node_get_config(f->node)->max_value_bytes;
+}
+
+/* Attributes. */
+
+static void fs_fill_stat(const struct fs *f,
+                         const struct kv_attr *a,
+                         struct stat *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->st_ino = a->ino;
+    st->st_mode = (a->is_dir ? S_IFDIR : S_IFREG) | (a->mode & 07777);
+    st->st_nlink = a->nlink > 0 ? a->nlink : 1;
+    st->st_uid = f->uid;
+    st->st_gid = f->gid;
+    st->st_size = (off_t)a->size;
+    st->st_blksize = 4096;
+    st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+    st->st_mtim = fs_timespec(a->mtime_ns);
+    st->st_atim = st->st_mtim;
+    st->st_ctim = fs_timespec(a->ctime_ns);
+}
+
+static void fs_meta_attr(fuse_ino_t ino, struct kv_attr *a)
+{
+    int64_t now = fs_now_ns();
+
+    assert(fs_is_meta(ino));
+    memset(a, 0, sizeof(*a));
+    a->ino = ino;
+    a->is_dir = ino == FS_META_DIR_INO;
+    a->mode = a->is_dir ? 0555 : 0444;
+    a->size = a->is_dir ? 0 : FS_META_SIZE_BYTES;
+    a->nlink = a->is_dir ? 2 : 1;
+    a->mtime_ns = now;
+    a->ctime_ns = now;
+}
+
+static void fs_reply_entry(struct fs *f,
+                           fuse_req_t req,
+                           const struct kv_attr *a)
+{
+    struct fuse_entry_param e;
+
+    memset(&e, 0, sizeof(e));
+    e.ino = a->ino;
+    fs_fill_stat(f, a, &e.attr);
+    e.attr_timeout = 0;
+    e.entry_timeout = 0;
+    fuse_reply_entry(req, &e);
+}
+
+static void fs_reply_attr(struct fs *f, fuse_req_t req, const struct kv_attr *a)
+{
+    struct stat st;
+
+    fs_fill_stat(f, a, &st);
+    fuse_reply_attr(req, &st, 0);
+}
+
+/* Pending requests. */
+
+static struct fs_req *fs_req_new(struct fs *f,
+                                 fuse_req_t req,
+                                 enum fs_kind kind,
+                                 const char *name)
+{
+    size_t name_len = name != NULL ? strlen(name) : 0;
+    struct fs_req *r = calloc(1, sizeof(*r) + name_len + 1);
+
+    if (r == NULL) {
+        fuse_reply_err(req, ENOMEM);
+        return NULL;
+    }
+    r->fs = f;
+    r->req = req;
+    r->kind = kind;
+    r->name_len = name_len;
+    if (name_len > 0) {
+        memcpy(r->name, name, name_len);
+    }
+
+    r->next = f->pending;
+    if (f->pending != NULL) {
+        f->pending->prev = r;
+    }
+    f->pending = r;
+    return r;
+}
+
+static void fs_req_unlink(struct fs_req *r)
+{
+    struct fs *f = r->fs;
+
+    assert(f != NULL);
+    if (r->prev != NULL) {
+        r->prev->next = r->next;
+    } else {
+        assert(f->pending == r);
+        f->pending = r->next;
+    }
+    if (r->next != NULL) {
+        r->next->prev = r->prev;
+    }
+    r->prev = NULL;
+    r->next = NULL;
+}
+
+static void fs_req_free(struct fs_req *r)
+{
+    if (r->fs != NULL) {
+        fs_req_unlink(r);
+    }
+    free(r);
+}
+
+/* Answer r with an error and free it. */
+static void fs_req_fail(struct fs_req *r, int rv)
+{
+    fs_reply_rv(r->req, rv);
+    fs_req_free(r);
+}
+
+/* Proposals. */
+
+static void fs_propose_cb(void *arg, int status, uint64_t value);
+static void fs_barrier_cb(void *arg, int status);
+
+/* Propose c for r, filling the fields every command carries.  On failure
+ * r is answered and freed here. */
+static void fs_submit(struct fs_req *r, struct kv_cmd *c)
+{
+    struct fs *f = r->fs;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rv;
+
+    c->time_ns = fs_now_ns();
+    c->max_bytes = fs_max_bytes(f);
+    rv = kv_cmd_encode(c, &buf, &len);
+    if (rv != 0) {
+        fs_req_fail(r, rv);
+        return;
+    }
+
+    rv = node_propose(f->node, buf, len, fs_propose_cb, r);
+    free(buf);
+    if (rv != 0) {
+        IKD_DEBUG("fs", "propose op=%u failed rv=%d -> reply error",
+                  (unsigned)c->op, rv);
+        fs_req_fail(r, rv);
+    }
+}
+
+/* Wait for a read point, then run r's read.  On failure r is answered and
+ * freed here. */
+static void fs_barrier(struct fs_req *r)
+{
+    int rv = node_read_barrier(r->fs->node, fs_barrier_cb, r);
+
+    if (rv != 0) {
+        fs_req_fail(r, rv);
+    }
+}
+
+/* Create, mkdir and setattr answer with the attributes as applied. */
+static void fs_done_attr(struct fs_req *r, uint64_t ino)
+{
+    struct fs *f = r->fs;
+    struct kv_attr a;
+    struct stat st;
+    int rv = kv_reader_getattr(node_reader(f->node), ino, &a);
+
+    if (rv != 0) {
+        fs_reply_rv(r->req, rv);
+        return;
+    }
+    if (r->kind == FS_DONE_ENTRY) {
+        fs_reply_entry(f, r->req, &a);
+    } else if (r->kind == FS_DONE_CREATE) {
+        struct fuse_entry_param e;
+
+        memset(&e, 0, sizeof(e));
+        e.ino = a.ino;
+        fs_fill_stat(f, &a, &e.attr);
+        fuse_reply_create(r->req, &e, &r->fi);
+    } else {
+        fs_fill_stat(f, &a, &st);
+        fuse_reply_attr(r->req, &st, 0);
+    }
+}
+
+static void fs_propose_cb(void *arg, int status, uint64_t value)
+{
+    struct fs_req *r = arg;
+
+    if (r->fs == NULL) {
+        /* fs_unmount() already answered; the file system may be gone. */
+        free(r);
+        return;
+    }
+    if (status != 0) {
+        fs_req_fail(r, status);
+        return;
+    }
+
+    switch (r->kind) {
+        case FS_DONE_ERR:
+            fuse_reply_err(r->req, 0);
+            break;
+        case FS_DONE_ENTRY:
+        case FS_DONE_CREATE:
+            fs_done_attr(r, value);
+            break;
+        case FS_DONE_ATTR:
+            fs_done_attr(r, r->ino);
+            break;
+        case FS_DONE_WRITE:
+            fuse_reply_write(r->req, r->size);
+            break;
+        case FS_DONE_OPEN:
+            fuse_reply_open(r->req, &r->fi);
+            break;
+        default:
+            assert(false);
+            fuse_reply_err(r->req, EIO);
+    }
+    fs_req_free(r);
+}
+
+/* Reads, run once the local state is fresh. */
+
+static void fs_do_lookup(struct fs_req *r)
+{
+    struct kv_attr a;
+    int rv = kv_reader_lookup(node_reader(r->fs->node), r->ino, r->name,
+                              r->name_len, &a);
+
+    if (rv != 0) {
+        fs_reply_rv(r->req, rv);
+        return;
+    }
+    fs_reply_entry(r->fs, r->req, &a);
+}
+
+static void fs_do_getattr_local(struct fs *f, fuse_req_t req, uint64_t ino)
+{
+    struct kv_attr a;
+    int rv = kv_reader_getattr(node_reader(f->node), ino, &a);
+
+    if (rv != 0) {
+        fs_reply_rv(req, rv);
+        return;
+    }
+    fs_reply_attr(f, req, &a);
+}
+
+static void fs_do_getattr(struct fs_req *r)
+{
+    fs_do_getattr_local(r->fs, r->req, r->ino);
+}
+
+static void fs_do_open(struct fs_req *r)
+{
+    struct kv_attr a;
+    int rv = kv_reader_getattr(node_reader(r->fs->node), r->ino, &a);
+
+    if (rv != 0) {
+        fs_reply_rv(r->req, rv);
+        return;
+    }
+    if (a.is_dir) {
+        fuse_reply_err(r->req, EISDIR);
+        return;
+    }
+    fuse_reply_open(r->req, &r->fi);
+}
+
+static void fs_do_read(struct fs_req *r)
+{
+    uint8_t *buf = malloc(r->size > 0 ? r->size : 1);
+    size_t n = 0;
+    int rv;
+
+    if (buf == NULL) {
+        fuse_reply_err(r->req, ENOMEM);
+        return;
+    }
+    rv = kv_reader_read(node_reader(r->fs->node), r->ino, r->offset, r->size,
+                        buf, &n);
+    if (rv != 0) {
+        fs_reply_rv(r->req, rv);
+    } else {
+        fuse_reply_buf(r->req, (const char *)buf, n);
+    }
+    free(buf);
+}
+
+/* A readdir reply being filled. */
+struct fs_dirbuf
+{
+    fuse_req_t req;
+    char *buf;
+    size_t size;
+    size_t used;
+};
+
+/* Add one entry whose successor is at position next; 1 when full. */
+static int fs_dir_add(struct fs_dirbuf *d,
+                      const char *name,
+                      uint64_t ino,
+                      bool is_dir,
+                      uint64_t next)
+{
+    struct stat st;
+    size_t n;
+
+    memset(&st, 0, sizeof(st));
+    st.st_ino = ino;
+    st.st_mode = is_dir ? S_IFDIR : S_IFREG;
+    n = fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, name,
+                          &st, (off_t)next);
+    if (n > d->size - d->used) {
+        return 1;
+    }
+    d->used += n;
+    return 0;
+}
+
+static int fs_dir_kv_cb(void *arg,
+                        const struct kv_attr *a,
+                        const char *name,
+                        uint64_t next_offset)
+{
+    return fs_dir_add(arg, name, a->ino, a->is_dir,
+                      next_offset + FS_DIR_FIRST_KV_POS);
+}
+
+/* Entries before the state machine's: ".", "..", and ".ikada" in the
+ * root.  Returns 1 when the buffer is full. */
+static int fs_dir_fixed(struct fs_dirbuf *d, uint64_t ino, uint64_t pos)
+{
+    if (pos == 0 && fs_dir_add(d, ".", ino, true, 1) != 0) {
+        return 1;
+    }
+    if (pos <= 1 && fs_dir_add(d, "..", KV_ROOT_INO, true, 2) != 0) {
+        return 1;
+    }
+    if (pos <= 2 && ino == KV_ROOT_INO &&
+        fs_dir_add(d, FS_META_NAME, FS_META_DIR_INO, true, 3) != 0) {
+        return 1;
+    }
+    return 0;
+}
+
+static void fs_do_readdir(struct fs_req *r)
+{
+    struct fs_dirbuf d = {.req = r->req, .size = r->size};
+    uint64_t pos = r->offset;
+    int rv = 0;
+
+    d.buf = malloc(d.size > 0 ? d.size : 1);
+    if (d.buf == NULL) {
+        fuse_reply_err(r->req, ENOMEM);
+        return;
+    }
+    if (fs_dir_fixed(&d, r->ino, pos) == 0) {
+        uint64_t from =
+            pos > FS_DIR_FIRST_KV_POS ? pos - FS_DIR_FIRST_KV_POS : 0;
+
+        rv = kv_reader_readdir(node_reader(r->fs->node), r->ino, from,
+                               fs_dir_kv_cb, &d);
+    }
+    if (rv != 0) {
+        fs_reply_rv(r->req, rv);
+    } else {
+        fuse_reply_buf(r->req, d.buf, d.used);
+    }
+    free(d.buf);
+}
+
+static void fs_barrier_cb(void *arg, int status)
+{
+    struct fs_req *r = arg;
+
+    if (r->fs == NULL) {
+        free(r);
+        return;
+    }
+    if (status != 0) {
+        fs_req_fail(r, status);
+        return;
+    }
+
+    switch (r->kind) {
+        case FS_DO_LOOKUP:
+            fs_do_lookup(r);
+            break;
+        case FS_DO_GETATTR:
+            fs_do_getattr(r);
+            break;
+        case FS_DO_READDIR:
+            fs_do_readdir(r);
+            break;
+        case FS_DO_READ:
+            fs_do_read(r);
+            break;
+        case FS_DO_OPEN:
+            fs_do_open(r);
+            break;
+        default:
+            assert(false);
+            fuse_reply_err(r->req, EIO);
+    }
+    fs_req_free(r);
+}
+
+/* The .ikada files. */
+
+static const struct net_peer *fs_peer(const struct node_config *cfg,
+                                      raft_id_t id)
+{
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        if (cfg->peers[i].id == id) {
+            return &cfg->peers[i];
+        }
+    }
+    return NULL;
+}
+
+static const char *fs_role_name(enum raft_role role)
+{
+    switch (role) {
+        case RAFT_LEADER:
+            return "leader";
+        case RAFT_CANDIDATE:
+            return "candidate";
+        default:
+            return "follower";
+    }
+}
+
+static json_t *fs_addr_json(const struct net_peer *p)
+{
+    char addr[96];
+
+    snprintf(addr, sizeof(addr), "%s:%u", p->host, (unsigned)p->port);
+    return json_string(addr);
+}
+
+static json_t *fs_status_json(const struct node_info *in,
+                              const struct node_config *cfg)
+{
+    const struct net_peer *lp = fs_peer(cfg, in->leader);
+    json_t *o = json_object();
+    json_t *members = json_array();
+    json_t *leader = json_null();
+
+    if (lp != NULL) {
+        leader = json_object();
+        json_object_set_new(leader, "id", json_integer(lp->id));
+        json_object_set_new(leader, "addr", fs_addr_json(lp));
+    }
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        json_t *m = json_object();
+
+        json_object_set_new(m, "id", json_integer(cfg->peers[i].id));
+        json_object_set_new(m, "addr", fs_addr_json(&cfg->peers[i]));
+        json_object_set_new(m, "role", json_string("voter"));
+        json_array_append_new(members, m);
+    }
+
+    json_object_set_new(o, "id", json_integer(in->id));
+    json_object_set_new(o, "leader", leader);
+    json_object_set_new(o, "term", json_integer((json_int_t)in->term));
+    json_object_set_new(o, "role", json_string(fs_role_name(in->role)));
+    json_object_set_new(o, "commit", json_integer((json_int_t)in->commit));
+    json_object_set_new(o, "applied", json_integer((json_int_t)in->applied));
+    json_object_set_new(o, "members", members);
+    return o;
+}
+
+/* Write the content of .ikada file idx to out. */
+static void fs_meta_print(struct fs *f, size_t idx, FILE *out)
+{
+    const struct node_config *cfg = node_get_config(f->node);
+    const struct net_peer *p;
+    struct node_info in;
+    json_t *o;
+    char *s;
+
+    node_get_info(f->node, &in);
+    switch (idx) {
+        case 0:
+            fprintf(out, "%u\n", (unsigned)in.id);
+            break;
+        case 1:
+            p = fs_peer(cfg, in.leader);
+            if (p == NULL) {
+                fprintf(out, "none\n");
+            } else {
+                fprintf(out, "%u %s:%u\n", (unsigned)p->id, p->host,
+                        (unsigned)p->port);
+            }
+            break;
+        case 2:
+            fprintf(out, "%llu\n", (unsigned long long)in.term);
+            break;
+        case 3:
+            fprintf(out, "%s\n", fs_role_name(in.role));
+            break;
+        case 4:
+            fprintf(out, "%llu\n", (unsigned long long)in.commit);
+            break;
+        case 5:
+            fprintf(out, "%llu\n", (unsigned long long)in.applied);
+            break;
+        case 6:
+            for (size_t i = 0; i < cfg->n_peers; i++) {
+                p = &cfg->peers[i];
+                fprintf(out, "%u %s:%u voter\n", (unsigned)p->id, p->host,
+                        (unsigned)p->port);
+            }
+            break;
+        default:
+            o = fs_status_json(&in, cfg);
+            s = json_dumps(o, JSON_COMPACT);
+            fprintf(out, "%s\n", s != NULL ? s : "{}");
+            free(s);
+            json_decref(o);
+    }
+}
+
+/* Render the content of a .ikada file into a new struct fs_meta_file. */
+static struct fs_meta_file *fs_meta_render(struct fs *f, fuse_ino_t ino)
+{
+    struct fs_meta_file *m;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+
+    assert(ino >= FS_META_FIRST_INO && ino < FS_META_FIRST_INO + FS_META_COUNT);
+    if (out == NULL) {
+        return NULL;
+    }
+    fs_meta_print(f, (size_t)(ino - FS_META_FIRST_INO), out);
+    if (fclose(out) != 0) {
+        free(text);
+        return NULL;
+    }
+
+    m = malloc(sizeof(*m) + len);
+    if (m != NULL) {
+        m->len = len;
+        memcpy(m->data, text, len);
+    }
+    free(text);
+    return m;
+}
+
+static void fs_meta_lookup(fuse_req_t req, const char *name)
+{
+    struct kv_attr a;
+
+    for (size_t i = 0; i < FS_META_COUNT; i++) {
+        if (strcmp(name, fs_meta_names[i]) == 0) {
+            fs_meta_attr(FS_META_FIRST_INO + i, &a);
+            fs_reply_entry(fuse_req_userdata(req), req, &a);
+            return;
+        }
+    }
+    fuse_reply_err(req, ENOENT);
+}
+
+static void fs_meta_open(fuse_req_t req,
+                         fuse_ino_t ino,
+                         struct fuse_file_info *fi)
+{
+    struct fs_meta_file *m;
+
+    if (ino == FS_META_DIR_INO || ino >= FS_META_FIRST_INO + FS_META_COUNT) {
+        fuse_reply_err(req, ino == FS_META_DIR_INO ? EISDIR : ENOENT);
+        return;
+    }
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    m = fs_meta_render(fuse_req_userdata(req), ino);
+    if (m == NULL) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)m;
+    fi->direct_io = 1;
+    fi->keep_cache = 0;
+    if (fuse_reply_open(req, fi) != 0) {
+        /* The opener is gone (interrupted): no release will follow. */
+        free(m);
+    }
+}
+
+static void fs_meta_read(fuse_req_t req,
+                         size_t size,
+                         off_t off,
+                         struct fuse_file_info *fi)
+{
+    const struct fs_meta_file *m =
+        (const struct fs_meta_file *)(uintptr_t)fi->fh;
+    size_t start;
+
+    if (m == NULL) {
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    start = (uint64_t)off < m->len ? (size_t)off : m->len;
+    if (size > m->len - start) {
+        size = m->len - start;
+    }
+    fuse_reply_buf(req, m->data + start, size);
+}
+
+static void fs_meta_readdir(fuse_req_t req, size_t size, off_t off)
+{
+    struct fs_dirbuf d = {.req = req, .size = size};
+    uint64_t pos = (uint64_t)off;
+
+    d.buf = malloc(size > 0 ? size : 1);
+    if (d.buf == NULL) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    if (fs_dir_fixed(&d, FS_META_DIR_INO, pos) == 0) {
+        /* Files follow "." and ".." at positions 2, 3, ... */
+        for (size_t i = pos > 2 ? (size_t)pos - 2 : 0; i < FS_META_COUNT; i++) {
+            if (fs_dir_add(&d, fs_meta_names[i], FS_META_FIRST_INO + i, false,
+                           i + 3) != 0) {
+                break;
+            }
+        }
+    }
+    fuse_reply_buf(req, d.buf, d.used);
+    free(d.buf);
+}
+
+/* Request handlers. */
+
+static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    /* open(O_TRUNC) then arrives as one OPEN, so the truncation is
+     * proposed and its error reported by open itself. */
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) {
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    }
+    /* A writeback cache would turn O_APPEND writes into writes at a cached
+     * size and answer write() before the commit. */
+    conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *f = fuse_req_userdata(req);
+    struct fs_req *r;
+    struct kv_attr a;
+
+    if (parent == FS_META_DIR_INO) {
+        fs_meta_lookup(req, name);
+        return;
+    }
+    if (fs_is_meta(parent)) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    if (fs_is_meta_name(parent, name)) {
+        fs_meta_attr(FS_META_DIR_INO, &a);
+        fs_reply_entry(f, req, &a);
+        return;
+    }
+    if (strlen(name) > IKD_MAX_NAME_BYTES) {
+        fuse_reply_err(req, ENAMETOOLONG);
+        return;
+    }
+
+    r = fs_req_new(f, req, FS_DO_LOOKUP, name);
+    if (r != NULL) {
+        r->ino = parent;
+        fs_barrier(r);
+    }
+}
+
+static void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    /* Nothing is kept per inode. */
+    (void)ino;
+    (void)nlookup;
+    fuse_reply_none(req);
+}
+
+static void fs_op_getattr(fuse_req_t req,
+                          fuse_ino_t ino,
+                          struct fuse_file_info *fi)
+{
+    struct fs *f = fuse_req_userdata(req);
+    struct fs_req *r;
+    struct kv_attr a;
+
+    (void)fi;
+    if (fs_is_meta(ino)) {
+        if (ino >= FS_META_FIRST_INO + FS_META_COUNT) {
+            fuse_reply_err(req, ENOENT);
+            return;
+        }
+        fs_meta_attr(ino, &a);
+        fs_reply_attr(f, req, &a);
+        return;
+    }
+
+    if (ino == KV_ROOT_INO) {
+        /* The kernel checks the root's permissions on every path walk
+         * (default_permissions, attributes never cached).  The root always
+         * exists and stays a folder; serving its attributes from the local
+         * state keeps .ikada/ reachable when there is no quorum, at the
+         * price of a root mode or mtime that may lag the leader's. */
+        fs_do_getattr_local(f, req, ino);
+        return;
+    }
+
+    r = fs_req_new(f, req, FS_DO_GETATTR, NULL);
+    if (r != NULL) {
+        r->ino = ino;
+        fs_barrier(r);
+    }
+}
+
+/* Translate the changes setattr asks for into c; owner changes are
+ * accepted and ignored (every file belongs to the mounting user), as are
+ * access times.  Returns 0 or a positive errno. */
+static int fs_setattr_cmd(struct fs *f,
+                          const struct stat *attr,
+                          int to_set,
+                          struct kv_cmd *c)
+{
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        if (attr->st_size < 0) {
+            return EINVAL;
+        }
+        if ((uint64_t)attr->st_size > fs_max_bytes(f)) {
+            return EFBIG;
+        }
+        c->valid |= KV_SET_SIZE;
+        c->size = (uint64_t)attr->st_size;
+    }
+    if (to_set & FUSE_SET_ATTR_MODE) {
+        c->valid |= KV_SET_MODE;
+        c->mode = (uint32_t)(attr->st_mode & 07777);
+    }
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+        c->valid |= KV_SET_MTIME;
+        c->mtime_ns = fs_now_ns();
+    } else if (to_set & FUSE_SET_ATTR_MTIME) {
+        if (attr->st_mtim.tv_sec > INT64_MAX / FS_NS_PER_S - 1 ||
+            attr->st_mtim.tv_sec < INT64_MIN / FS_NS_PER_S + 1) {
+            return EOVERFLOW;
+        }
+        c->valid |= KV_SET_MTIME;
+        c->mtime_ns =
+            (int64_t)attr->st_mtim.tv_sec * FS_NS_PER_S + attr->st_mtim.tv_nsec;
+    }
+    return 0;
+}
+
+static void fs_op_setattr(fuse_req_t req,
+                          fuse_ino_t ino,
+                          struct stat *attr,
+                          int to_set,
+                          struct fuse_file_info *fi)
+{
+    struct fs *f = fuse_req_userdata(req);
+    struct kv_cmd c = {.op = KV_OP_SETATTR, .ino = ino};
+    struct fs_req *r;
+    int e;
+
+    (void)fi;
+    if (fs_is_meta(ino)) {
+        fuse_reply_err(req, EROFS);
+        return;
+    }
+    e = fs_setattr_cmd(f, attr, to_set, &c);
+    if (e != 0) {
+        fuse_reply_err(req, e);
+        return;
+    }
+
+    r = fs_req_new(f, req, c.valid != 0 ? FS_DONE_ATTR : FS_DO_GETATTR, NULL);
+    if (r == NULL) {
+        return;
+    }
+    r->ino = ino;
+    if (c.valid != 0) {
+        fs_submit(r, &c);
+    } else {
+        fs_barrier(r);
+    }
+}
+
+static void fs_op_opendir(fuse_req_t req,
+                          fuse_ino_t ino,
+                          struct fuse_file_info *fi)
+{
+    (void)ino;
+    fi->fh = 0;
+    fuse_reply_open(req, fi);
+}
+
+static void fs_op_readdir(fuse_req_t req,
+                          fuse_ino_t ino,
+                          size_t size,
+                          off_t off,
+                          struct fuse_file_info *fi)
+{
+    struct fs_req *r;
+
+    (void)fi;
+    if (ino == FS_META_DIR_INO) {
+        fs_meta_readdir(req, size, off);
+        return;
+    }
+    if (fs_is_meta(ino)) {
+        fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+
+    r = fs_req_new(fuse_req_userdata(req), req, FS_DO_READDIR, NULL);
+    if (r != NULL) {
+        r->ino = ino;
+        r->offset = (uint64_t)off;
+        r->size = size;
+        fs_barrier(r);
+    }
+}
+
+static void fs_file_info_init(struct fuse_file_info *fi)
+{
+    fi->fh = (fi->flags & O_APPEND) ? FS_FH_APPEND : 0;
+    fi->direct_io = 1;
+    fi->keep_cache = 0;
+}
+
+static void fs_op_open(fuse_req_t req,
+                       fuse_ino_t ino,
+                       struct fuse_file_info *fi)
+{
+    struct fs *f = fuse_req_userdata(req);
+    struct fs_req *r;
+    bool trunc;
+
+    if (fs_is_meta(ino)) {
+        fs_meta_open(req, ino, fi);
+        return;
+    }
+    fs_file_info_init(fi);
+    trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
+
+    r = fs_req_new(f, req, trunc ? FS_DONE_OPEN : FS_DO_OPEN, NULL);
+    if (r == NULL) {
+        return;
+    }
+    r->ino = ino;
+    r->fi = *fi;
+    if (trunc) {
+        /* With atomic O_TRUNC the truncation is ours to do; doing it
+         * before answering lets open() report a failed commit. */
+        struct kv_cmd c = {
+            .op = KV_OP_SETATTR,
+            .ino = ino,
+            .valid = KV_SET_SIZE | KV_SET_MTIME,
+            .size = 0,
+            .mtime_ns = fs_now_ns(),
+        };
+
+        fs_submit(r, &c);
+    } else {
+        fs_barrier(r);
+    }
+}
+
+/* Refuse changes inside .ikada/ and to the .ikada name itself, and names
+ * the state machine would refuse.  Returns 0 or a positive errno. */
+static int fs_check_name(fuse_ino_t parent, const char *name)
+{
+    int rv;
+
+    if (fs_is_meta(parent) || fs_is_meta_name(parent, name)) {
+        return EROFS;
+    }
+    rv = kv_name_check(name, strlen(name));
+    return rv == 0 ? 0 : fs_errno(rv);
+}
+
+static void fs_op_create(fuse_req_t req,
+                         fuse_ino_t parent,
+                         const char *name,
+                         mode_t mode,
+                         struct fuse_file_info *fi)
+{
+    struct kv_cmd c = {.op = KV_OP_CREATE, .parent = parent};
+    struct fs_req *r;
+    int e = fs_check_name(parent, name);
+
+    if (e != 0) {
+        fuse_reply_err(req, e);
+        return;
+    }
+    fs_file_info_init(fi);
+    r = fs_req_new(fuse_req_userdata(req), req, FS_DONE_CREATE, NULL);
+    if (r == NULL) {
+        return;
+    }
+    r->fi = *fi;
+
+    c.path = name;
+    c.path_len = strlen(name);
+    c.mode = (uint32_t)(mode & 07777);
+    c.flags = ((fi->flags & O_EXCL) ? KV_F_EXCL : 0) |
+              ((fi->flags & O_TRUNC) ? KV_F_TRUNC : 0);
+    fs_submit(r, &c);
+}
+
+static void fs_op_read(fuse_req_t req,
+                       fuse_ino_t ino,
+                       size_t size,
+                       off_t off,
+                       struct fuse_file_info *fi)
+{
+    struct fs_req *r;
+
+    if (fs_is_meta(ino)) {
+        fs_meta_read(req, size, off, fi);
+        return;
+    }
+    r = fs_req_new(fuse_req_userdata(req), req, FS_DO_READ, NULL);
+    if (r != NULL) {
+        r->ino = ino;
+        r->offset = (uint64_t)off;
+        r->size = size;
+        fs_barrier(r);
+    }
+}
+
+static void fs_op_write(fuse_req_t req,
+                        fuse_ino_t ino,
+                        const char *buf,
+                        size_t size,
+                        off_t off,
+                        struct fuse_file_info *fi)
+{
+    struct fs *f = fuse_req_userdata(req);
+    uint64_t max = fs_max_bytes(f);
+    bool append = (fi->fh & FS_FH_APPEND) != 0;
+    struct kv_cmd c = {.ino = ino, .data = (const uint8_t *)buf};
+    struct fs_req *r;
+
+    if (fs_is_meta(ino)) {
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    /* Fail fast: the state machine would refuse it anyway.  An append's
+     * final size is only known to the state machine. */
+    if (off < 0 || size > max || (!append && (uint64_t)off > max - size)) {
+        fuse_reply_err(req, EFBIG);
+        return;
+    }
+
+    r = fs_req_new(f, req, FS_DONE_WRITE, NULL);
+    if (r == NULL) {
+        return;
+    }
+    r->size = size;
+    c.op = append ? KV_OP_APPEND : KV_OP_WRITE;
+    c.offset = append ? 0 : (uint64_t)off;
+    c.data_len = size;
+    fs_submit(r, &c);
+}
+
+static void fs_op_flush(fuse_req_t req,
+                        fuse_ino_t ino,
+                        struct fuse_file_info *fi)
+{
+    /* Every write was committed before it was answered. */
+    (void)ino;
+    (void)fi;
+    fuse_reply_err(req, 0);
+}
+
+static void fs_op_release(fuse_req_t req,
+                          fuse_ino_t ino,
+                          struct fuse_file_info *fi)
+{
+    if (fs_is_meta(ino)) {
+        free((void *)(uintptr_t)fi->fh);
+    }
+    fuse_reply_err(req, 0);
+}
+
+static void fs_op_fsync(fuse_req_t req,
+                        fuse_ino_t ino,
+                        int datasync,
+                        struct fuse_file_info *fi)
+{
+    /* A committed change is durable on a majority already. */
+    (void)ino;
+    (void)datasync;
+    (void)fi;
+    fuse_reply_err(req, 0);
+}
+
+static void fs_op_name_change(fuse_req_t req,
+                              enum kv_op op,
+                              fuse_ino_t parent,
+                              const char *name,
+                              mode_t mode)
+{
+    struct kv_cmd c = {.op = (uint8_t)op, .parent = parent};
+    enum fs_kind kind = op == KV_OP_MKDIR ? FS_DONE_ENTRY : FS_DONE_ERR;
+    struct fs_req *r;
+    int e = fs_check_name(parent, name);
+
+    if (e != 0) {
+        fuse_reply_err(req, e);
+        return;
+    }
+    r = fs_req_new(fuse_req_userdata(req), req, kind, NULL);
+    if (r == NULL) {
+        return;
+    }
+    c.path = name;
+    c.path_len = strlen(name);
+    c.mode = (uint32_t)(mode & 07777);
+    fs_submit(r, &c);
+}
+
+static void fs_op_mkdir(fuse_req_t req,
+                        fuse_ino_t parent,
+                        const char *name,
+                        mode_t mode)
+{
+    fs_op_name_change(req, KV_OP_MKDIR, parent, name, mode);
+}
+
+static void fs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    fs_op_name_change(req, KV_OP_UNLINK, parent, name, 0);
+}
+
+static void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    fs_op_name_change(req, KV_OP_RMDIR, parent, name, 0);
+}
+
+static void fs_op_rename(fuse_req_t req,
+                         fuse_ino_t parent,
+                         const char *name,
+                         fuse_ino_t newparent,
+                         const char *newname,
+                         unsigned int flags)
+{
+    struct kv_cmd c = {.op = KV_OP_RENAME, .parent = parent};
+    struct fs_req *r;
+    int e = fs_check_name(parent, name);
+
+    if (e == 0) {
+        e = fs_check_name(newparent, newname);
+    }
+    if (e == 0 && (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))) {
+        e = EINVAL;
+    }
+    if (e != 0) {
+        fuse_reply_err(req, e);
+        return;
+    }
+    r = fs_req_new(fuse_req_userdata(req), req, FS_DONE_ERR, NULL);
+    if (r == NULL) {
+        return;
+    }
+
+    c.path = name;
+    c.path_len = strlen(name);
+    c.new_parent = newparent;
+    c.new_name = newname;
+    c.new_name_len = strlen(newname);
+    c.flags = ((flags & RENAME_NOREPLACE) ? KV_F_NOREPLACE : 0) |
+              ((flags & RENAME_EXCHANGE) ? KV_F_EXCHANGE : 0);
+    fs_submit(r, &c);
+}
+
+static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct fs *f = fuse_req_userdata(req);
+    struct statvfs st;
+
+    (void)ino;
+    /* The data folder's disk holds the log and the state: report its
+     * space, which is what a large write would run into. */
+    if (statvfs(node_get_config(f->node)->data_dir, &st) != 0) {
+        memset(&st, 0, sizeof(st));
+        st.f_bsize = 4096;
+        st.f_frsize = 4096;
+    }
+    if (st.f_files == 0) {
+        st.f_files = 1u << 20;
+        st.f_ffree = 1u << 20;
+        st.f_favail = 1u << 20;
+    }
+    st.f_namemax = IKD_MAX_NAME_BYTES;
+    fuse_reply_statfs(req, &st);
+}
+
+static void fs_op_setxattr(fuse_req_t req,
+                           fuse_ino_t ino,
+                           const char *name,
+                           const char *value,
+                           size_t size,
+                           int flags)
+{
+    (void)ino;
+    (void)name;
+    (void)value;
+    (void)size;
+    (void)flags;
+    fuse_reply_err(req, ENOTSUP);
+}
+
+static void fs_op_getxattr(fuse_req_t req,
+                           fuse_ino_t ino,
+                           const char *name,
+                           size_t size)
+{
+    (void)ino;
+    (void)name;
+    (void)size;
+    fuse_reply_err(req, ENOTSUP);
+}
+
+static void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    (void)ino;
+    (void)size;
+    fuse_reply_err(req, ENOTSUP);
+}
+
+static void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    (void)ino;
+    (void)name;
+    fuse_reply_err(req, ENOTSUP);
+}
+
+static void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+    /* default_permissions makes the kernel check modes itself. */
+    (void)ino;
+    (void)mask;
+    fuse_reply_err(req, 0);
+}
+
+static const struct fuse_lowlevel_ops fs_ops = {
+    .init = fs_op_init,
+    .lookup = fs_op_lookup,
+    .forget = fs_op_forget,
+    .getattr = fs_op_getattr,
+    .setattr = fs_op_setattr,
+    .mkdir = fs_op_mkdir,
+    .unlink = fs_op_unlink,
+    .rmdir = fs_op_rmdir,
+    .rename = fs_op_rename,
+    .open = fs_op_open,
+    .read = fs_op_read,
+    .write = fs_op_write,
+    .flush = fs_op_flush,
+    .release = fs_op_release,
+    .fsync = fs_op_fsync,
+    .opendir = fs_op_opendir,
+    .readdir = fs_op_readdir,
+    .releasedir = fs_op_flush,
+    .fsyncdir = fs_op_fsync,
+    .statfs = fs_op_statfs,
+    .setxattr = fs_op_setxattr,
+    .getxattr = fs_op_getxattr,
+    .listxattr = fs_op_listxattr,
+    .removexattr = fs_op_removexattr,
+    .access = fs_op_access,
+    .create = fs_op_create,
+};
+
+/* The session's file descriptor. */
+
+static void fs_poll_cb(uv_poll_t *h, int status, int events)
+{
+    struct fs *f = h->data;
+
+    (void)events;
+    if (status < 0) {
+        IKD_ERROR("fs", "poll failed rv=%d -> stop serving", status);
+        uv_poll_stop(h);
+        return;
+    }
+    for (int i = 0; i < FS_MAX_REQS_PER_POLL; i++) {
+        int rv = fuse_session_receive_buf(f->se, &f->buf);
+
+        if (rv == -EINTR) {
+            continue;
+        }
+        if (rv == -EAGAIN) {
+            return;
+        }
+        if (rv <= 0 || fuse_session_exited(f->se)) {
+            IKD_WARN("fs", "mount at %s is gone rv=%d -> stop serving",
+                     f->mountpoint, rv);
+            uv_poll_stop(h);
+            return;
+        }
+        fuse_session_process_buf(f->se, &f->buf);
+    }
+}
+
+/* Mounting. */
+
+/* Undo the octal escapes of /proc/self/mountinfo ("\040" for a space) in
+ * place. */
+static void fs_unescape(char *s)
+{
+    char *out = s;
+
+    while (*s != '\0') {
+        if (s[0] == '\\' && s[1] >= '0' && s[1] <= '7' && s[2] >= '0' &&
+            s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+            *out++ = (char)(((s[1] - '0') << 6) | ((s[2] - '0') << 3) |
+                            (s[3] - '0'));
+            s += 4;
+        } else {
+            *out++ = *s++;
+        }
+    }
+    *out = '\0';
+}
+
+/* Whether one line of mountinfo is an Ikada mount at path. */
+static bool fs_mountinfo_match(char *line, const char *path)
+{
+    char *save = NULL;
+    char *tok = strtok_r(line, " \n", &save);
+    char *mnt = NULL;
+    int field = 0;
+
+    /* Fields: id, parent, dev, root, mount point, options, optional
+     * fields ending at "-", then type and source. */
+    for (; tok != NULL && strcmp(tok, "-") != 0; field++) {
+        if (field == 4) {
+            mnt = tok;
+        }
+        tok = strtok_r(NULL, " \n", &save);
+    }
+    if (mnt == NULL || tok == NULL) {
+        return false;
+    }
+    fs_unescape(mnt);
+    if (strcmp(mnt, path) != 0) {
+        return false;
+    }
+    tok = strtok_r(NULL, " \n", &save);
+    return tok != NULL && strcmp(tok, "fuse.ikada") == 0;
+}
+
+static bool fs_ikada_mounted(const char *path)
+{
+    FILE *in = fopen("/proc/self/mountinfo", "r");
+    char *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+
+    if (in == NULL) {
+        return false;
+    }
+    while (!found && getline(&line, &cap, in) > 0) {
+        found = fs_mountinfo_match(line, path);
+    }
+    free(line);
+    fclose(in);
+    return found;
+}
+
+/* Lazily unmount path, as root directly, else through fusermount3. */
+static int fs_detach(const char *path)
+{
+    pid_t pid;
+    int status;
+
+    if (umount2(path, MNT_DETACH) == 0) {
+        return 0;
+    }
+    pid = fork();
+    if (pid < 0) {
+        return -errno;
+    }
+    if (pid == 0) {
+        execlp("fusermount3", "fusermount3", "-u", "-z", "-q", path,
+               (char *)NULL);
+        _exit(127);
+    }
+    if (waitpid(pid, &status, 0) < 0) {
+        return -errno;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EBUSY;
+}
+
+/* Remove what a crashed run left at path: a dead mount ("Transport
+ * endpoint is not connected") or Ikada mounts, several if stacked. */
+static int fs_clear_stale(const char *path)
+{
+    struct stat st;
+
+    for (int i = 0; i < 8; i++) {
+        int rv;
+
+        /* mountinfo first: stat() on the mount of a hung daemon would
+         * wait for it forever. */
+        if (!fs_ikada_mounted(path) &&
+            !(stat(path, &st) != 0 && errno == ENOTCONN)) {
+            return 0;
+        }
+        IKD_WARN("fs", "stale mount at %s -> unmount it", path);
+        rv = fs_detach(path);
+        if (rv != 0) {
+            IKD_ERROR("fs", "cannot unmount stale mount at %s rv=%d", path, rv);
+            return rv;
+        }
+    }
+    return -EBUSY;
+}
+
+/* mkdir -p. */
+static int fs_mkdirs(const char *path)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof(buf)) {
+        return -ENAMETOOLONG;
+    }
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') {
+            continue;
+        }
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            return -errno;
+        }
+        buf[i] = path[i];
+    }
+    return 0;
+}
+
+/* The absolute path of mountpoint without resolving its last component,
+ * which may be a dead mount that cannot be looked at.  Malloc'd. */
+static char *fs_abs_path(const char *mountpoint)
+{
+    char *copy = strdup(mountpoint);
+    char *parent = NULL;
+    char *out = NULL;
+    char *base;
+    size_t len;
+
+    if (copy == NULL) {
+        return NULL;
+    }
+    len = strlen(copy);
+    while (len > 1 && copy[len - 1] == '/') {
+        copy[--len] = '\0';
+    }
+    base = strrchr(copy, '/');
+    if (base == NULL) {
+        parent = realpath(".", NULL);
+        base = copy;
+    } else {
+        *base++ = '\0';
+        parent = realpath(copy[0] != '\0' ? copy : "/", NULL);
+    }
+    if (parent != NULL &&
+        asprintf(&out, "%s/%s", strcmp(parent, "/") == 0 ? "" : parent, base) <
+            0) {
+        out = NULL;
+    }
+    free(parent);
+    free(copy);
+    return out;
+}
+
+static int fs_prepare_mountpoint(const char *mountpoint, char **abs)
+{
+    int rv = fs_mkdirs(mountpoint);
+
+    /* mkdir fails with ENOTCONN on a dead mount: clear it and retry. */
+    *abs = fs_abs_path(mountpoint);
+    if (*abs == NULL) {
+        return rv != 0 ? rv : -ENOMEM;
+    }
+    rv = fs_clear_stale(*abs);
+    if (rv == 0) {
+        rv = fs_mkdirs(*abs);
+    }
+    if (rv != 0) {
+        free(*abs);
+        *abs = NULL;
+    }
+    return rv;
+}
+
+static int fs_session_start(struct fs *f)
+{
+    /* auto_unmount leaves a fusermount3 process watching the session:
+     * should this process die, it unmounts instead of leaving a dead
+     * mount behind. */
+    char *argv[] = {
+        "ikada-server",
+        "-o",
+        "fsname=ikada,subtype=ikada,default_permissions,auto_unmount",
+        NULL,
+    };
+    struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+    int fd;
+
+    f->se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), f);
+    fuse_opt_free_args(&args);
+    if (f->se == NULL) {
+        return -EINVAL;
+    }
+    if (fuse_session_mount(f->se, f->mountpoint) != 0) {
+        fuse_session_destroy(f->se);
+        f->se = NULL;
+        return -EIO;
+    }
+
+    fd = fuse_session_fd(f->se);
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
+        return -errno;
+    }
+    return 0;
+}
+
+int fs_mount(uv_loop_t *loop,
+             struct node *node,
+             const char *mountpoint,
+             struct fs **out)
+{
+    struct fs *f = calloc(1, sizeof(*f));
+    int rv;
+
+    if (f == NULL) {
+        return -ENOMEM;
+    }
+    f->loop = loop;
+    f->node = node;
+    f->uid = getuid();
+    f->gid = getgid();
+    rv = fs_prepare_mountpoint(mountpoint, &f->mountpoint);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
+
+    rv = fs_session_start(f);
+    if (rv != 0) {
+        goto err_after_session;
+    }
+    rv = uv_poll_init(loop, &f->poll, fuse_session_fd(f->se));
+    if (rv != 0) {
+        goto err_after_session;
+    }
+    f->poll.data = f;
+    rv = uv_poll_start(&f->poll, UV_READABLE, fs_poll_cb);
+    assert(rv == 0);
+
+    IKD_INFO("fs", "mounted at %s", f->mountpoint);
+    *out = f;
+    return 0;
+
+err_after_session:
+    IKD_ERROR("fs", "cannot mount at %s rv=%d", f->mountpoint, rv);
+    if (f->se != NULL) {
+        fuse_session_unmount(f->se);
+        fuse_session_destroy(f->se);
+    }
+    free(f->mountpoint);
+err_after_alloc:
+    free(f);
+    return rv;
+}
+
+static void fs_close_cb(uv_handle_t *h)
+{
+    struct fs *f = h->data;
+    void (*cb)(void *arg) = f->unmount_cb;
+    void *arg = f->unmount_arg;
+
+    /* The poll handle no longer watches the descriptor, which unmounting
+     * closes. */
+    fuse_session_unmount(f->se);
+    fuse_session_destroy(f->se);
+    IKD_INFO("fs", "unmounted %s", f->mountpoint);
+    free(f->buf.mem);
+    free(f->mountpoint);
+    free(f);
+    if (cb != NULL) {
+        cb(arg);
+    }
+}
+
+void fs_unmount(struct fs *f, void (*cb)(void *arg), void *arg)
+{
+    assert(!f->unmounting);
+    f->unmounting = true;
+    f->unmount_cb = cb;
+    f->unmount_arg = arg;
+    uv_poll_stop(&f->poll);
+
+    /* The node calls every pending callback later, with IKD_ESHUTDOWN;
+     * orphaned requests are then only freed. */
+    while (f->pending != NULL) {
+        struct fs_req *r = f->pending;
+
+        fs_req_unlink(r);
+        fuse_reply_err(r->req, EIO);
+        r->fs = NULL;
+    }
+    uv_close((uv_handle_t *)&f->poll, fs_close_cb);
+}

@@ -52,7 +52,8 @@ enum {
 
 /* A decoded command.  Strings and data are not NUL-terminated and, after
  * kv_cmd_decode(), point into the buffer that was decoded. */
-struct kv_cmd {
+struct kv_cmd
+{
     uint8_t op;         /* enum kv_op */
     uint64_t session;   /* client session, 0 for none */
     uint64_t seq;       /* the client's sequence number in its session */
@@ -89,8 +90,10 @@ int kv_cmd_decode(const uint8_t *buf, size_t len, struct kv_cmd *c);
  * component.  Returns 0 or -EINVAL. */
 int kv_key_check(const char *key, size_t len);
 
-/* A single file name (one component): the same rules.  0 or -EINVAL
- * (-ENAMETOOLONG past IKD_MAX_NAME_BYTES). */
+/* A single file name (one component): the same rules, except the reserved
+ * ".ikada", which only the root folder reserves and the state machine
+ * refuses there (-EINVAL).  0 or -EINVAL (-ENAMETOOLONG past
+ * IKD_MAX_NAME_BYTES). */
 int kv_name_check(const char *name, size_t len);
 
 #endif /* KV_CMD_H */

@@ -11,11 +11,12 @@
 
 struct kv_reader;
 
-struct kv_attr {
+struct kv_attr
+{
     uint64_t ino;
     bool is_dir;
-    uint32_t mode;    /* permission bits only, 07777 */
-    uint64_t size;    /* bytes of a file; 0 for a folder */
+    uint32_t mode; /* permission bits only, 07777 */
+    uint64_t size; /* bytes of a file; 0 for a folder */
     int64_t mtime_ns;
     int64_t ctime_ns;
     uint32_t nlink;
@@ -38,8 +39,12 @@ int kv_reader_lookup(struct kv_reader *r,
                      struct kv_attr *a);
 
 /* Entries of folder ino in a stable order, from position `offset` (0 for
- * the first); for each, cb gets the entry, its name and the position of the
- * next one.  Stops early when cb returns non-zero.  0, -ENOENT, -ENOTDIR. */
+ * the first); for each, cb gets the entry, its name (NUL-terminated) and
+ * the position of the next one.  Positions are inode numbers plus one, so
+ * every position below KV_FIRST_INO also means "from the first": the
+ * caller may number entries of its own ("." and "..") with them.  Stops
+ * early when cb returns non-zero; cb must not call into r.  0, -ENOENT,
+ * -ENOTDIR. */
 typedef int (*kv_readdir_cb)(void *arg,
                              const struct kv_attr *a,
                              const char *name,
@@ -60,7 +65,8 @@ int kv_reader_read(struct kv_reader *r,
                    size_t *n);
 
 /* The whole value of the file at key (a path), in a malloc'd buffer the
- * caller frees.  0, -ENOENT (also for a folder: it is not a key). */
+ * caller frees.  0, -ENOENT (also for a folder: it is not a key), -EINVAL
+ * for a key kv_key_check() refuses. */
 int kv_reader_get(struct kv_reader *r,
                   const char *key,
                   size_t key_len,
@@ -68,8 +74,8 @@ int kv_reader_get(struct kv_reader *r,
                   size_t *len);
 
 /* Every file key that starts with prefix, in byte order, full path without
- * a leading '/'.  cb stops the walk by returning non-zero.  0 or a negative
- * code. */
+ * a leading '/' (NUL-terminated, len bytes before the NUL).  cb stops the
+ * walk by returning non-zero.  0 or a negative code. */
 typedef int (*kv_list_cb)(void *arg, const char *key, size_t len);
 int kv_reader_list(struct kv_reader *r,
                    const char *prefix,

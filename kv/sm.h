@@ -16,12 +16,14 @@
 /* The outcome of applying one command: status 0 or a negative errno that
  * every node computes identically (-ENOENT, -EEXIST...), and a value whose
  * meaning depends on the command (an inode number, a new size). */
-struct kv_sm_result {
+struct kv_sm_result
+{
     int status;
     uint64_t value;
 };
 
-struct kv_sm_ops {
+struct kv_sm_ops
+{
     /* Create the state machine's tables if missing.  Called once with the
      * write connection, inside a transaction.  0 or a negative code. */
     int (*init)(void *ctx, sqlite3 *db);
@@ -39,7 +41,8 @@ struct kv_sm_ops {
     int (*restore)(void *ctx, sqlite3 *db);
 };
 
-struct kv_sm {
+struct kv_sm
+{
     const struct kv_sm_ops *ops;
     void *ctx;
 };

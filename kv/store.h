@@ -34,7 +34,8 @@ void kv_store_close(struct kv_store *s);
 
 /* What a node resumes from.  entries are malloc'd with their data; release
  * with kv_state_free(). */
-struct kv_state {
+struct kv_state
+{
     raft_term_t term;
     raft_id_t vote;
     raft_index_t applied;
@@ -56,7 +57,8 @@ void kv_state_free(struct kv_state *st);
  * Entries of type RAFT_ENTRY_NOOP are applied as nothing (status 0).
  * Returns 0, or a negative code after rolling everything back (-ENOSPC,
  * -EIO, IKD_ECORRUPT...). */
-struct kv_batch {
+struct kv_batch
+{
     bool hard_state;
     raft_term_t term;
     raft_id_t vote;

@@ -1,1 +1,361 @@
-/* placeholder */
+/* ikada: the command line client.
+ *
+ * Exit status: 0 done; 1 key not found (get, del); 2 usage, an invalid key
+ * or a value over the limit; 3 the cluster did not commit or answer within
+ * the timeout, or failed the request. */
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../raft/ikd.h"
+#include "client.h"
+
+#define DEFAULT_CLUSTER "127.0.0.1:1111,127.0.0.1:1112,127.0.0.1:1113"
+#define DEFAULT_TIMEOUT_MS 5000
+
+enum {
+    EXIT_OK = 0,
+    EXIT_NOT_FOUND = 1,
+    EXIT_USAGE = 2,
+    EXIT_CLUSTER = 3,
+};
+
+struct options
+{
+    const char *cluster;
+    unsigned timeout_ms;
+};
+
+static void usage(FILE *f)
+{
+    fputs(
+        "usage: ikada [--cluster HOST:PORT,...] [--timeout-ms MS] "
+        "COMMAND\n"
+        "  set KEY VALUE      store VALUE (\"-\" reads standard input)\n"
+        "  get KEY            print the value, byte for byte\n"
+        "  get --local KEY    a possibly stale read from the first node\n"
+        "  del KEY            remove KEY\n"
+        "  ls [PREFIX]        keys under PREFIX, one a line, sorted\n"
+        "  status             one line a node: ID HOST:PORT ROLE TERM "
+        "COMMIT APPLIED LEADER_ID\n"
+        "options:\n"
+        "  --cluster LIST     default $IKADA_CLUSTER, else " DEFAULT_CLUSTER
+        "\n"
+        "  --timeout-ms MS    for the whole command (default 5000)\n"
+        "  --help             this text\n"
+        "exit status: 0 done, 1 key not found, 2 usage or invalid key or "
+        "value too large, 3 no answer or commit within the timeout\n",
+        f);
+}
+
+static int usage_error(const char *what)
+{
+    fprintf(stderr, "ikada: %s (see ikada --help)\n", what);
+    return EXIT_USAGE;
+}
+
+/* Turn a library result into a message and an exit status. */
+static int report(int rv, const char *key, const struct options *o)
+{
+    switch (rv) {
+        case 0:
+            return EXIT_OK;
+        case -ENOENT:
+            fprintf(stderr, "ikada: key '%s' not found\n", key);
+            return EXIT_NOT_FOUND;
+        case -EISDIR:
+            fprintf(stderr, "ikada: '%s' is a folder, not a key\n", key);
+            return EXIT_NOT_FOUND;
+        case -EINVAL:
+        case -ENAMETOOLONG:
+            fprintf(stderr, "ikada: invalid key '%s'\n", key);
+            return EXIT_USAGE;
+        case -ENOTDIR:
+            fprintf(stderr, "ikada: a parent of '%s' is a key, not a folder\n",
+                    key);
+            return EXIT_USAGE;
+        case -EFBIG:
+            fprintf(stderr, "ikada: value for '%s' is over the limit\n", key);
+            return EXIT_USAGE;
+        case IKD_ETIMEDOUT:
+            fprintf(stderr, "ikada: the cluster did not answer within %u ms\n",
+                    o->timeout_ms);
+            return EXIT_CLUSTER;
+        default:
+            fprintf(stderr, "ikada: request failed: %s\n", ikd_strerror(rv));
+            return EXIT_CLUSTER;
+    }
+}
+
+/* Read all of standard input, up to one byte past the largest value any
+ * cluster accepts (so that a larger one is recognised). */
+static int read_stdin(uint8_t **out, size_t *len)
+{
+    size_t cap = 64 * 1024;
+    size_t n = 0;
+    uint8_t *buf = malloc(cap);
+    int rv = -ENOMEM;
+
+    while (buf != NULL) {
+        ssize_t got;
+
+        if (n == cap && cap > IKD_MAX_VALUE_BYTES_LIMIT) {
+            rv = -EFBIG;
+            break;
+        }
+        if (n == cap) {
+            uint8_t *p = realloc(buf, cap * 2);
+            if (p == NULL) {
+                break;
+            }
+            buf = p;
+            cap *= 2;
+        }
+        got = read(STDIN_FILENO, buf + n, cap - n);
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got < 0) {
+            rv = -errno;
+            break;
+        }
+        if (got == 0) {
+            *out = buf;
+            *len = n;
+            return 0;
+        }
+        n += (size_t)got;
+    }
+    free(buf);
+    return rv;
+}
+
+static int cmd_set(struct ikada_client *c,
+                   const struct options *o,
+                   int argc,
+                   char **argv)
+{
+    uint8_t *value = NULL;
+    size_t len = 0;
+    int rv;
+
+    if (argc != 3) {
+        return usage_error("set takes KEY VALUE");
+    }
+    if (strcmp(argv[2], "-") == 0) {
+        rv = read_stdin(&value, &len);
+        if (rv == -EFBIG) {
+            return report(rv, argv[1], o);
+        }
+        if (rv != 0) {
+            fprintf(stderr, "ikada: reading standard input: %s\n",
+                    strerror(-rv));
+            return EXIT_USAGE;
+        }
+        rv = ikada_set(c, argv[1], value, len);
+        free(value);
+    } else {
+        rv = ikada_set(c, argv[1], argv[2], strlen(argv[2]));
+    }
+    return report(rv, argv[1], o);
+}
+
+static int cmd_get(struct ikada_client *c,
+                   const struct options *o,
+                   int argc,
+                   char **argv)
+{
+    bool local = argc >= 2 && strcmp(argv[1], "--local") == 0;
+    const char *key;
+    uint8_t *value;
+    size_t len;
+    int rv;
+
+    if (argc != (local ? 3 : 2)) {
+        return usage_error("get takes [--local] KEY");
+    }
+    key = argv[local ? 2 : 1];
+    rv = local ? ikada_get_local(c, key, &value, &len)
+               : ikada_get(c, key, &value, &len);
+    if (rv != 0) {
+        return report(rv, key, o);
+    }
+    rv = fwrite(value, 1, len, stdout) == len && fflush(stdout) == 0;
+    free(value);
+    if (!rv) {
+        fprintf(stderr, "ikada: writing standard output: %s\n",
+                strerror(errno));
+        return EXIT_CLUSTER;
+    }
+    return EXIT_OK;
+}
+
+static int cmd_del(struct ikada_client *c,
+                   const struct options *o,
+                   int argc,
+                   char **argv)
+{
+    if (argc != 2) {
+        return usage_error("del takes KEY");
+    }
+    return report(ikada_del(c, argv[1]), argv[1], o);
+}
+
+static int compare_keys(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmd_ls(struct ikada_client *c,
+                  const struct options *o,
+                  int argc,
+                  char **argv)
+{
+    const char *prefix = argc == 2 ? argv[1] : "";
+    char **keys;
+    size_t n;
+    size_t i;
+    int rv;
+
+    if (argc > 2) {
+        return usage_error("ls takes [PREFIX]");
+    }
+    rv = ikada_list(c, prefix, &keys, &n);
+    if (rv != 0) {
+        return report(rv, prefix, o);
+    }
+    qsort(keys, n, sizeof(*keys), compare_keys);
+    for (i = 0; i < n; i++) {
+        printf("%s\n", keys[i]);
+    }
+    ikada_keys_free(keys, n);
+    return fflush(stdout) == 0 ? EXIT_OK : EXIT_CLUSTER;
+}
+
+static int cmd_status(struct ikada_client *c, int argc)
+{
+    struct ikada_node_status *s;
+    size_t reachable = 0;
+    size_t n;
+    size_t i;
+    int rv;
+
+    if (argc != 1) {
+        return usage_error("status takes no arguments");
+    }
+    rv = ikada_status(c, &s, &n);
+    if (rv != 0) {
+        fprintf(stderr, "ikada: status failed: %s\n", ikd_strerror(rv));
+        return EXIT_CLUSTER;
+    }
+    for (i = 0; i < n; i++) {
+        if (!s[i].reachable) {
+            /* The node did not say its id: its place in the list stands
+             * in for it. */
+            printf("%zu %s unreachable\n", i + 1, s[i].addr);
+            continue;
+        }
+        reachable++;
+        printf("%" PRIu32 " %s %s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu32
+               "\n",
+               s[i].id, s[i].addr, s[i].role, s[i].term, s[i].commit,
+               s[i].applied, s[i].leader_id);
+    }
+    free(s);
+    if (reachable == 0) {
+        fprintf(stderr, "ikada: no node answered\n");
+        return EXIT_CLUSTER;
+    }
+    return EXIT_OK;
+}
+
+/* Global options come before the command; everything after it belongs to
+ * the command, so a VALUE that starts with '-' is not taken for one. */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+    static const struct option longopts[] = {
+        {"cluster", required_argument, NULL, 'c'},
+        {"timeout-ms", required_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *env = getenv("IKADA_CLUSTER");
+    char *end;
+    unsigned long ms;
+    int opt;
+
+    o->cluster = env != NULL && env[0] != '\0' ? env : DEFAULT_CLUSTER;
+    o->timeout_ms = DEFAULT_TIMEOUT_MS;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+        switch (opt) {
+            case 'c':
+                o->cluster = optarg;
+                break;
+            case 't':
+                errno = 0;
+                ms = strtoul(optarg, &end, 10);
+                if (errno != 0 || *end != '\0' || end == optarg || ms == 0 ||
+                    ms > UINT32_MAX || optarg[0] == '-') {
+                    return usage_error("--timeout-ms takes milliseconds");
+                }
+                o->timeout_ms = (unsigned)ms;
+                break;
+            case 'h':
+                usage(stdout);
+                exit(EXIT_OK);
+            default:
+                return usage_error("unknown or incomplete option");
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct ikada_client *c;
+    struct options o;
+    const char *cmd;
+    char **args;
+    int n_args;
+    int rv;
+
+    rv = parse_options(argc, argv, &o);
+    if (rv != 0) {
+        return rv;
+    }
+    if (optind >= argc) {
+        return usage_error("no command");
+    }
+    cmd = argv[optind];
+    args = argv + optind;
+    n_args = argc - optind;
+
+    if (ikada_client_open(o.cluster, o.timeout_ms, &c) != 0) {
+        fprintf(stderr, "ikada: invalid cluster list '%s'\n", o.cluster);
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "set") == 0) {
+        rv = cmd_set(c, &o, n_args, args);
+    } else if (strcmp(cmd, "get") == 0) {
+        rv = cmd_get(c, &o, n_args, args);
+    } else if (strcmp(cmd, "del") == 0) {
+        rv = cmd_del(c, &o, n_args, args);
+    } else if (strcmp(cmd, "ls") == 0) {
+        rv = cmd_ls(c, &o, n_args, args);
+    } else if (strcmp(cmd, "status") == 0) {
+        rv = cmd_status(c, n_args);
+    } else {
+        fprintf(stderr, "ikada: unknown command '%s' (see ikada --help)\n",
+                cmd);
+        rv = EXIT_USAGE;
+    }
+    ikada_client_close(c);
+    return rv;
+}

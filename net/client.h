@@ -11,33 +11,43 @@ struct ikada_client;
 
 /* cluster: "HOST:PORT,HOST:PORT,...".  No connection is made yet.
  * 0, -EINVAL for a malformed list, -ENOMEM. */
-int ikada_client_open(const char *cluster, unsigned timeout_ms,
+int ikada_client_open(const char *cluster,
+                      unsigned timeout_ms,
                       struct ikada_client **out);
 void ikada_client_close(struct ikada_client *c);
 
 /* Each returns 0, -ENOENT (get, del: no such key), -EINVAL (invalid key),
  * -EFBIG (value over the cluster's limit), -EISDIR, or IKD_ETIMEDOUT when
  * the cluster did not answer or commit within the timeout. */
-int ikada_set(struct ikada_client *c, const char *key, const void *value,
+int ikada_set(struct ikada_client *c,
+              const char *key,
+              const void *value,
               size_t len);
 /* *value is malloc'd (the caller frees it). */
-int ikada_get(struct ikada_client *c, const char *key, uint8_t **value,
+int ikada_get(struct ikada_client *c,
+              const char *key,
+              uint8_t **value,
               size_t *len);
 /* A possibly stale read from the first node of the list. */
-int ikada_get_local(struct ikada_client *c, const char *key,
-                    uint8_t **value, size_t *len);
+int ikada_get_local(struct ikada_client *c,
+                    const char *key,
+                    uint8_t **value,
+                    size_t *len);
 int ikada_del(struct ikada_client *c, const char *key);
 /* *keys is a malloc'd array of malloc'd NUL-terminated keys; free with
  * ikada_keys_free(). */
-int ikada_list(struct ikada_client *c, const char *prefix, char ***keys,
+int ikada_list(struct ikada_client *c,
+               const char *prefix,
+               char ***keys,
                size_t *n);
 void ikada_keys_free(char **keys, size_t n);
 
-struct ikada_node_status {
-    char addr[80];     /* HOST:PORT as given to ikada_client_open() */
-    int reachable;     /* 0 when the node did not answer */
+struct ikada_node_status
+{
+    char addr[80]; /* HOST:PORT as given to ikada_client_open() */
+    int reachable; /* 0 when the node did not answer */
     uint32_t id;
-    char role[16];     /* "leader", "follower", "candidate" */
+    char role[16]; /* "leader", "follower", "candidate" */
     uint64_t term;
     uint64_t commit;
     uint64_t applied;
@@ -45,7 +55,8 @@ struct ikada_node_status {
 };
 
 /* One status per node of the list, in list order; *out is malloc'd. */
-int ikada_status(struct ikada_client *c, struct ikada_node_status **out,
+int ikada_status(struct ikada_client *c,
+                 struct ikada_node_status **out,
                  size_t *n);
 
 #endif /* IKADA_CLIENT_H */

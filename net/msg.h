@@ -16,15 +16,15 @@
 #include "../raft/raft.h"
 
 enum net_kind {
-    NET_HELLO = 1,        /* opener introduces itself: node id, 0 for a
-                             client */
-    NET_RAFT,             /* a struct raft_msg between nodes */
-    NET_FORWARD,          /* a follower hands a command to the leader */
-    NET_FORWARD_RESP,     /* the leader's answer: where it was appended */
-    NET_READ_INDEX,       /* a follower asks the leader for a read point */
-    NET_READ_INDEX_RESP,  /* the leader's answer */
-    NET_CLIENT_REQ,       /* a client request */
-    NET_CLIENT_RESP,      /* its reply */
+    NET_HELLO = 1,       /* opener introduces itself: node id, 0 for a
+                            client */
+    NET_RAFT,            /* a struct raft_msg between nodes */
+    NET_FORWARD,         /* a follower hands a command to the leader */
+    NET_FORWARD_RESP,    /* the leader's answer: where it was appended */
+    NET_READ_INDEX,      /* a follower asks the leader for a read point */
+    NET_READ_INDEX_RESP, /* the leader's answer */
+    NET_CLIENT_REQ,      /* a client request */
+    NET_CLIENT_RESP,     /* its reply */
 };
 
 enum net_op {
@@ -35,35 +35,41 @@ enum net_op {
     NET_OP_STATUS,      /* this node's view */
 };
 
-struct net_hello {
+struct net_hello
+{
     raft_id_t node_id;
     uint64_t cluster_hash; /* of the --cluster list, to catch misconfig */
 };
 
-struct net_forward {
+struct net_forward
+{
     uint64_t req_id;
     const uint8_t *cmd;
     size_t cmd_len;
 };
 
-struct net_forward_resp {
+struct net_forward_resp
+{
     uint64_t req_id;
     int32_t status; /* 0, or IKD_ENOTLEADER... */
     raft_index_t index;
     raft_term_t term;
 };
 
-struct net_read_index {
+struct net_read_index
+{
     uint64_t req_id;
 };
 
-struct net_read_index_resp {
+struct net_read_index_resp
+{
     uint64_t req_id;
     int32_t status;
     raft_index_t index;
 };
 
-struct net_client_req {
+struct net_client_req
+{
     uint64_t req_id;
     uint8_t op; /* enum net_op */
     const uint8_t *cmd;
@@ -72,10 +78,11 @@ struct net_client_req {
     size_t key_len;
 };
 
-struct net_client_resp {
+struct net_client_resp
+{
     uint64_t req_id;
-    int32_t status;   /* 0 or a negative code (-ENOENT, IKD_ENOTLEADER..) */
-    uint64_t value;   /* PROPOSE: the state machine's result value */
+    int32_t status; /* 0 or a negative code (-ENOENT, IKD_ENOTLEADER..) */
+    uint64_t value; /* PROPOSE: the state machine's result value */
     /* Set with IKD_ENOTLEADER when a leader is known, so the client can go
      * there; "" otherwise. */
     raft_id_t leader_id;
@@ -92,7 +99,8 @@ struct net_client_resp {
     raft_index_t applied;
 };
 
-struct net_msg {
+struct net_msg
+{
     uint8_t kind; /* enum net_kind */
     union {
         struct net_hello hello;

@@ -1,1 +1,406 @@
-/* placeholder */
+/* ikada-server: one node of an Ikada cluster, with its file system. */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "../fs/fs.h"
+#include "../kv/store.h"
+#include "node.h"
+
+#define EXIT_USAGE 2
+#define DEFAULT_REQUEST_TIMEOUT_MS 5000
+
+static const char usage_text[] =
+    "usage: ikada-server --id N --cluster 1=HOST:PORT,2=HOST:PORT,...\n"
+    "                    --data DIR [--mount DIR]\n"
+    "                    [--election-timeout-ms MS] [--heartbeat-ms MS]\n"
+    "                    [--max-value-bytes N]\n"
+    "\n"
+    "Runs node N of an Ikada cluster.  It serves peers and clients on its\n"
+    "own address in --cluster, keeps all durable state in --data, and\n"
+    "mounts the replicated file system at --mount.\n"
+    "\n"
+    "  --id N                   this node's id, listed in --cluster\n"
+    "  --cluster LIST           every node as ID=HOST:PORT, comma-separated\n"
+    "  --data DIR               durable state (created if missing)\n"
+    "  --mount DIR              where to mount the file system\n"
+    "  --election-timeout-ms MS election timeout (default 1000)\n"
+    "  --heartbeat-ms MS        heartbeat interval (default 100)\n"
+    "  --max-value-bytes N      largest value or file (default 4194304)\n"
+    "  --help                   this text\n"
+    "\n"
+    "IKADA_LOG sets the log level: error, warn, info (default), debug,\n"
+    "trace.  SIGTERM or SIGINT stops the node cleanly.\n";
+
+struct server
+{
+    uv_loop_t *loop;
+    struct node_config cfg;
+    const char *mount_dir;
+    struct node *node;
+    struct fs *fs;
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    bool stopping;
+};
+
+static void die_usage(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+
+static void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("ikada-server: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(EXIT_USAGE);
+}
+
+static unsigned long long parse_number(const char *flag,
+                                       const char *s,
+                                       unsigned long long min,
+                                       unsigned long long max)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min ||
+        v > max) {
+        die_usage("%s: '%s' is not a number from %llu to %llu", flag, s, min,
+                  max);
+    }
+    return v;
+}
+
+static void parse_peer(const char *item, struct net_peer *p)
+{
+    const char *eq = strchr(item, '=');
+    const char *colon = strrchr(item, ':');
+    if (eq == NULL || colon == NULL || colon < eq || colon == eq + 1) {
+        die_usage("--cluster: '%s' is not ID=HOST:PORT", item);
+    }
+    char id[16];
+    size_t id_len = (size_t)(eq - item);
+    if (id_len == 0 || id_len >= sizeof(id)) {
+        die_usage("--cluster: '%s' has no valid id", item);
+    }
+    memcpy(id, item, id_len);
+    id[id_len] = 0;
+    p->id = (raft_id_t)parse_number("--cluster id", id, 1, UINT32_MAX);
+    size_t host_len = (size_t)(colon - eq - 1);
+    if (host_len >= sizeof(p->host)) {
+        die_usage("--cluster: host in '%s' is too long", item);
+    }
+    memcpy(p->host, eq + 1, host_len);
+    p->host[host_len] = 0;
+    struct in_addr addr;
+    if (inet_pton(AF_INET, p->host, &addr) != 1) {
+        die_usage("--cluster: '%s' is not an IPv4 address", p->host);
+    }
+    p->port = (uint16_t)parse_number("--cluster port", colon + 1, 1, 65535);
+}
+
+static void parse_cluster(const char *list, struct node_config *cfg)
+{
+    char *copy = strdup(list);
+    char *save = NULL;
+    if (copy == NULL) {
+        die_usage("out of memory");
+    }
+    for (char *item = strtok_r(copy, ",", &save); item != NULL;
+         item = strtok_r(NULL, ",", &save)) {
+        if (cfg->n_peers == IKD_MAX_NODES) {
+            die_usage("--cluster: more than %d nodes", IKD_MAX_NODES);
+        }
+        struct net_peer *p = &cfg->peers[cfg->n_peers];
+        parse_peer(item, p);
+        for (size_t i = 0; i < cfg->n_peers; i++) {
+            if (cfg->peers[i].id == p->id) {
+                die_usage("--cluster: id %u appears twice", p->id);
+            }
+        }
+        cfg->n_peers++;
+    }
+    free(copy);
+    if (cfg->n_peers == 0) {
+        die_usage("--cluster: no nodes given");
+    }
+}
+
+enum {
+    OPT_ID = 1,
+    OPT_CLUSTER,
+    OPT_DATA,
+    OPT_MOUNT,
+    OPT_ELECTION,
+    OPT_HEARTBEAT,
+    OPT_MAX_VALUE,
+    OPT_HELP,
+};
+
+static const struct option long_options[] = {
+    {"id", required_argument, NULL, OPT_ID},
+    {"cluster", required_argument, NULL, OPT_CLUSTER},
+    {"data", required_argument, NULL, OPT_DATA},
+    {"mount", required_argument, NULL, OPT_MOUNT},
+    {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
+    {"heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT},
+    {"max-value-bytes", required_argument, NULL, OPT_MAX_VALUE},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static void apply_option(struct server *s,
+                         int opt,
+                         const char *arg,
+                         const char **cluster)
+{
+    switch (opt) {
+        case OPT_ID:
+            s->cfg.id = (raft_id_t)parse_number("--id", arg, 1, UINT32_MAX);
+            break;
+        case OPT_CLUSTER:
+            *cluster = arg;
+            break;
+        case OPT_DATA:
+            s->cfg.data_dir = arg;
+            break;
+        case OPT_MOUNT:
+            s->mount_dir = arg;
+            break;
+        case OPT_ELECTION:
+            s->cfg.election_timeout_ms = (unsigned)parse_number(
+                "--election-timeout-ms", arg, 10, 600000);
+            break;
+        case OPT_HEARTBEAT:
+            s->cfg.heartbeat_ms =
+                (unsigned)parse_number("--heartbeat-ms", arg, 1, 60000);
+            break;
+        case OPT_MAX_VALUE:
+            s->cfg.max_value_bytes = parse_number("--max-value-bytes", arg, 1,
+                                                  IKD_MAX_VALUE_BYTES_LIMIT);
+            break;
+        case OPT_HELP:
+            fputs(usage_text, stdout);
+            exit(0);
+        default:
+            die_usage("unknown option (see --help)");
+    }
+}
+
+static void parse_args(struct server *s, int argc, char **argv)
+{
+    const char *cluster = NULL;
+    s->cfg.election_timeout_ms = 1000;
+    s->cfg.heartbeat_ms = 100;
+    s->cfg.max_value_bytes = IKD_DEFAULT_MAX_VALUE_BYTES;
+    s->cfg.request_timeout_ms = DEFAULT_REQUEST_TIMEOUT_MS;
+
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        if (opt == '?') {
+            die_usage("unknown option or missing value: '%s' (see --help)",
+                      argv[optind - 1]);
+        }
+        apply_option(s, opt, optarg, &cluster);
+    }
+    if (optind < argc) {
+        die_usage("unexpected argument '%s' (see --help)", argv[optind]);
+    }
+    if (s->cfg.id == 0 || cluster == NULL || s->cfg.data_dir == NULL) {
+        die_usage("--id, --cluster and --data are required (see --help)");
+    }
+    parse_cluster(cluster, &s->cfg);
+    bool listed = false;
+    for (size_t i = 0; i < s->cfg.n_peers; i++) {
+        listed = listed || s->cfg.peers[i].id == s->cfg.id;
+    }
+    if (!listed) {
+        die_usage("--id %u is not in --cluster", s->cfg.id);
+    }
+    if (s->cfg.heartbeat_ms * 2 > s->cfg.election_timeout_ms) {
+        die_usage("--heartbeat-ms must be at most half the election timeout");
+    }
+}
+
+static const struct net_peer *self_peer(const struct node_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        if (cfg->peers[i].id == cfg->id) {
+            return &cfg->peers[i];
+        }
+    }
+    return NULL;
+}
+
+/* Refuse a port that another process holds before anything is written. */
+static void check_port(const struct net_peer *self)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        die_usage("cannot create a socket: %s", strerror(errno));
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(self->port)};
+    inet_pton(AF_INET, self->host, &sa.sin_addr);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        int err = errno;
+        close(fd);
+        die_usage("cannot listen on %s:%u: %s", self->host, self->port,
+                  err == EADDRINUSE ? "the port is in use" : strerror(err));
+    }
+    close(fd);
+}
+
+/* The data folder must be a usable folder; an existing database must
+ * belong to this node id.  Checked without writing anything. */
+static void check_data_dir(const struct node_config *cfg)
+{
+    struct stat st;
+    if (stat(cfg->data_dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) {
+            die_usage("--data %s is not a folder", cfg->data_dir);
+        }
+        if (access(cfg->data_dir, R_OK | W_OK | X_OK) != 0) {
+            die_usage("--data %s is not writable: %s", cfg->data_dir,
+                      strerror(errno));
+        }
+        return;
+    }
+    if (errno != ENOENT) {
+        die_usage("--data %s: %s", cfg->data_dir, strerror(errno));
+    }
+    if (mkdir(cfg->data_dir, 0755) != 0) {
+        die_usage("cannot create --data %s: %s", cfg->data_dir,
+                  strerror(errno));
+    }
+}
+
+static void fs_unmounted_cb(void *arg);
+static void node_stopped_cb(void *arg);
+
+static void shutdown_server(struct server *s)
+{
+    if (s->stopping) {
+        return;
+    }
+    s->stopping = true;
+    IKD_INFO("server", "stop requested -> unmount and shut down");
+    if (s->fs != NULL) {
+        fs_unmount(s->fs, fs_unmounted_cb, s);
+    } else {
+        fs_unmounted_cb(s);
+    }
+}
+
+static void fs_unmounted_cb(void *arg)
+{
+    struct server *s = arg;
+    s->fs = NULL;
+    node_stop(s->node, node_stopped_cb, s);
+}
+
+static void node_stopped_cb(void *arg)
+{
+    struct server *s = arg;
+    s->node = NULL;
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+}
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    shutdown_server(h->data);
+}
+
+static void log_start(const struct server *s)
+{
+    const struct net_peer *self = self_peer(&s->cfg);
+    IKD_INFO("server",
+             "starting id=%u addr=%s:%u nodes=%zu data=%s mount=%s "
+             "election_timeout_ms=%u heartbeat_ms=%u max_value_bytes=%llu",
+             s->cfg.id, self->host, self->port, s->cfg.n_peers, s->cfg.data_dir,
+             s->mount_dir ? s->mount_dir : "-", s->cfg.election_timeout_ms,
+             s->cfg.heartbeat_ms, (unsigned long long)s->cfg.max_value_bytes);
+}
+
+static int start_server(struct server *s)
+{
+    int rv = node_start(s->loop, &s->cfg, &s->node);
+    if (rv != 0) {
+        return rv;
+    }
+    log_start(s);
+    uv_signal_init(s->loop, &s->sigterm);
+    uv_signal_init(s->loop, &s->sigint);
+    s->sigterm.data = s->sigint.data = s;
+    uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
+    uv_signal_start(&s->sigint, signal_cb, SIGINT);
+    if (s->mount_dir != NULL) {
+        rv = fs_mount(s->loop, s->node, s->mount_dir, &s->fs);
+        if (rv != 0) {
+            IKD_ERROR("server", "cannot mount %s: %s -> exit", s->mount_dir,
+                      ikd_strerror(rv));
+            shutdown_server(s);
+            return 1;
+        }
+        IKD_INFO("server", "mounted at %s", s->mount_dir);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct server s = {0};
+    const char *level = getenv("IKADA_LOG");
+    if (level != NULL && ikd_log_level_parse(level) < 0) {
+        die_usage("IKADA_LOG=%s is not error, warn, info, debug or trace",
+                  level);
+    }
+    if (level != NULL) {
+        ikd_log_level = ikd_log_level_parse(level);
+    }
+    parse_args(&s, argc, argv);
+    check_port(self_peer(&s.cfg));
+    check_data_dir(&s.cfg);
+    ikd_log_node_id = s.cfg.id;
+    signal(SIGPIPE, SIG_IGN);
+
+    s.loop = uv_default_loop();
+    int rv = start_server(&s);
+    if (rv < 0) {
+        /* Nothing was started: a node id mismatch, a port taken since the
+         * check, or storage that cannot be opened. */
+        if (rv == IKD_ENODEID) {
+            die_usage("--data %s belongs to another node id", s.cfg.data_dir);
+        }
+        die_usage("cannot start: %s", ikd_strerror(rv));
+    }
+    uv_run(s.loop, UV_RUN_DEFAULT);
+    int close_rv = uv_loop_close(s.loop);
+    if (close_rv != 0) {
+        IKD_WARN("server", "loop closed with handles open: %s",
+                 uv_strerror(close_rv));
+    }
+    IKD_INFO("server", "stopped");
+    return rv == 0 ? 0 : 1;
+}

@@ -10,7 +10,8 @@
 
 #include "msg.h"
 
-struct net_peer {
+struct net_peer
+{
     raft_id_t id;
     char host[64];
     uint16_t port;
@@ -18,16 +19,22 @@ struct net_peer {
 
 struct net_transport;
 
-struct net_transport_cbs {
+struct net_transport_cbs
+{
     /* A decoded message arrived on connection conn_id (incoming or
      * outgoing).  from is the node id the connection's HELLO announced, 0
-     * for a client.  The message and its buffers live until the callback
-     * returns. */
+     * for a client (on an outgoing connection, the peer's id).  HELLOs are
+     * consumed by the transport and never delivered.  The message and its
+     * buffers live until the callback returns; the callback may send, and
+     * may stop the transport. */
     void (*msg_cb)(void *ctx,
                    uint64_t conn_id,
                    raft_id_t from,
                    const struct net_msg *m);
-    /* Connection conn_id is gone: replies to it are now dropped. */
+    /* Connection conn_id is gone: replies to it are now dropped.  Runs
+     * from the loop once the connection's handle is closed, never from
+     * inside a call into the transport, and not for connections closed by
+     * net_transport_stop(). */
     void (*close_cb)(void *ctx, uint64_t conn_id);
 };
 
@@ -43,18 +50,28 @@ int net_transport_start(uv_loop_t *loop,
                         void *ctx,
                         struct net_transport **out);
 
-/* Queue m on the outgoing connection to peer `to`.  Returns 0, or -ENOTCONN
- * when that peer is not connected (the message is dropped: Raft resends). */
-int net_send_peer(struct net_transport *t, raft_id_t to,
+/* Queue m on the outgoing connection to peer `to` (m is encoded at once:
+ * its buffers may be reused on return).  Returns 0, or -ENOTCONN when that
+ * peer is not connected, or IKD_ELIMIT when its send queue is full (the
+ * message is dropped either way: Raft resends), or an error of
+ * net_msg_encode(). */
+int net_send_peer(struct net_transport *t,
+                  raft_id_t to,
                   const struct net_msg *m);
 
-/* Queue m on connection conn_id.  0 or -ENOTCONN. */
-int net_send_conn(struct net_transport *t, uint64_t conn_id,
+/* Queue m on connection conn_id.  0, -ENOTCONN (unknown or closed
+ * connection), IKD_ELIMIT (a node's queue is full: dropped), or an error
+ * of net_msg_encode().  A client whose queue is full is disconnected and
+ * the call returns -ENOTCONN. */
+int net_send_conn(struct net_transport *t,
+                  uint64_t conn_id,
                   const struct net_msg *m);
 
-/* Close every connection and handle; cb runs once all are closed, after
- * which t is freed. */
-void net_transport_stop(struct net_transport *t, void (*cb)(void *arg),
+/* Close every connection and handle; cb runs from the loop once all are
+ * closed, after which t is freed.  No msg_cb or close_cb runs after this
+ * call. */
+void net_transport_stop(struct net_transport *t,
+                        void (*cb)(void *arg),
                         void *arg);
 
 #endif /* NET_TRANSPORT_H */

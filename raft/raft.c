@@ -1,1 +1,1467 @@
-/* placeholder */
+/* The Raft core: leader election, log replication, commitment and
+ * ReadIndex as a pure state machine (see raft.h for the contract). */
+
+#include "raft.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Messages carrying entries that a follower in replicate mode may have in
+ * flight before the leader waits for acknowledgements. */
+#define RAFT_MAX_INFLIGHT 64
+
+/* Longest log line the core formats. */
+#define RAFT_LOG_LINE_BYTES 256
+
+_Static_assert(RAFT_MAX_INFLIGHT >= 1, "the window must hold a message");
+
+/* What the leader knows about one follower (Raft 5.3).  Touched only while
+ * this node leads, except vote_granted, which the candidate uses. */
+struct raft_progress
+{
+    raft_id_t id;
+    /* Next entry to send; match is the highest index known replicated and
+     * never decreases within a term. */
+    raft_index_t next;
+    raft_index_t match;
+    /* Probe mode: one AppendEntries per heartbeat until one succeeds.
+     * Replicate mode: pipeline, advancing next when sending. */
+    bool replicate;
+    bool probe_sent;
+    /* Send at least one AppendEntries at the next flush (heartbeat, new
+     * commit index, new read round). */
+    bool need_send;
+    /* Answered since the last quorum check (Raft 6.2). */
+    bool active;
+    bool vote_granted;
+    /* Highest read round the follower echoed in this term (Raft 6.4). */
+    uint64_t read_acked;
+    /* Last index of each message with entries in flight, oldest first. */
+    raft_index_t inflight[RAFT_MAX_INFLIGHT];
+    size_t inflight_head;
+    size_t n_inflight;
+};
+
+struct raft_pending_read
+{
+    uint64_t ctx;
+    uint64_t seq; /* the round it waits for; 0 until one starts */
+    raft_index_t index;
+};
+
+struct raft
+{
+    struct raft_config cfg;
+
+    /* Durable state (Raft Figure 2): term never decreases; at most one
+     * vote per term.  Changes are handed out as hard state. */
+    raft_term_t term;
+    raft_id_t vote;
+
+    /* The log: entries[i] has index first_index + i; each owns its data. */
+    struct raft_entry *entries;
+    size_t n_entries;
+    size_t cap_entries;
+    raft_index_t first_index;
+
+    /* commit never decreases and never passes the last index; applied
+     * never passes commit; persisted is the durable prefix of the log. */
+    raft_index_t commit;
+    raft_index_t applied;
+    raft_index_t persisted;
+
+    enum raft_role role;
+    raft_id_t leader;
+    unsigned election_elapsed;
+    unsigned election_timeout;
+    unsigned heartbeat_elapsed;
+    unsigned quorum_elapsed;
+    uint64_t rng;
+
+    /* One slot per voter, in cfg.voters order; self_slot is this node. */
+    struct raft_progress progress[IKD_MAX_NODES];
+    size_t self_slot;
+
+    /* ReadIndex (Raft 6.4): read_seq counts rounds ever started;
+     * round_seq is the round in flight, 0 when none. */
+    uint64_t read_seq;
+    uint64_t round_seq;
+    struct raft_pending_read *pending;
+    size_t n_pending;
+    size_t cap_pending;
+    struct raft_read *ready;
+    size_t n_ready;
+    size_t cap_ready;
+    bool ready_taken;
+
+    /* Outgoing messages; handed out (taken) by raft_get_update(). */
+    struct raft_msg *out;
+    size_t n_out;
+    size_t cap_out;
+    bool out_taken;
+
+    /* What the next update reports. */
+    bool hard_state_changed;
+    raft_index_t dirty_from;
+    raft_index_t reported_commit;
+    enum raft_role reported_role;
+    raft_id_t reported_leader;
+};
+
+/* ---- Small helpers ---------------------------------------------------- */
+
+__attribute__((format(printf, 3, 4))) static void raft_logf(struct raft *r,
+                                                            int level,
+                                                            const char *fmt,
+                                                            ...)
+{
+    char line[RAFT_LOG_LINE_BYTES];
+    va_list ap;
+
+    if (r->cfg.log_cb == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    r->cfg.log_cb(r->cfg.log_ctx, level, line);
+}
+
+/* splitmix64: small, fast, and deterministic for a given seed. */
+static uint64_t raft_random(struct raft *r)
+{
+    uint64_t z = (r->rng += UINT64_C(0x9e3779b97f4a7c15));
+
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+static int grow_array(void **array, size_t *cap, size_t need, size_t size)
+{
+    size_t new_cap;
+    void *p;
+
+    if (need <= *cap) {
+        return 0;
+    }
+    new_cap = *cap == 0 ? 16 : *cap;
+    while (new_cap < need) {
+        new_cap *= 2;
+    }
+    p = realloc(*array, new_cap * size);
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    *array = p;
+    *cap = new_cap;
+    return 0;
+}
+
+static size_t quorum(const struct raft *r)
+{
+    return r->cfg.n_voters / 2 + 1;
+}
+
+static raft_index_t last_index(const struct raft *r)
+{
+    return r->first_index + r->n_entries - 1;
+}
+
+/* The term of the entry at index: 0 for index 0, and 0 for indexes that
+ * are not in the log (compacted or beyond the end). */
+static raft_term_t term_at(const struct raft *r, raft_index_t index)
+{
+    if (index < r->first_index || index > last_index(r)) {
+        return 0;
+    }
+    return r->entries[index - r->first_index].term;
+}
+
+static raft_term_t last_term(const struct raft *r)
+{
+    return term_at(r, last_index(r));
+}
+
+static struct raft_progress *progress_of(struct raft *r, raft_id_t id)
+{
+    size_t i;
+
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        if (r->progress[i].id == id) {
+            return &r->progress[i];
+        }
+    }
+    return NULL;
+}
+
+static bool is_self(const struct raft *r, const struct raft_progress *pr)
+{
+    return pr == &r->progress[r->self_slot];
+}
+
+static void reset_election_timer(struct raft *r)
+{
+    unsigned span = r->cfg.election_ticks;
+
+    r->election_elapsed = 0;
+    r->election_timeout = span + (unsigned)(raft_random(r) % span);
+    assert(r->election_timeout >= span && r->election_timeout < 2 * span);
+}
+
+static struct raft_msg *push_msg(struct raft *r,
+                                 enum raft_msg_type type,
+                                 raft_id_t to)
+{
+    struct raft_msg *m;
+
+    if (r->out_taken) {
+        r->n_out = 0;
+        r->out_taken = false;
+    }
+    /* Out of memory drops the message, which Raft tolerates like any
+     * message lost on the network. */
+    if (grow_array((void **)&r->out, &r->cap_out, r->n_out + 1,
+                   sizeof(*r->out)) != 0) {
+        return NULL;
+    }
+    m = &r->out[r->n_out++];
+    memset(m, 0, sizeof(*m));
+    m->type = type;
+    m->from = r->cfg.id;
+    m->to = to;
+    m->term = r->term;
+    return m;
+}
+
+/* ---- The log ---------------------------------------------------------- */
+
+static void mark_dirty(struct raft *r, raft_index_t from)
+{
+    assert(from >= r->first_index);
+    if (r->dirty_from == 0 || from < r->dirty_from) {
+        r->dirty_from = from;
+    }
+}
+
+static int log_append(struct raft *r,
+                      raft_term_t term,
+                      uint8_t type,
+                      const void *data,
+                      size_t len)
+{
+    struct raft_entry *e;
+    uint8_t *copy = NULL;
+
+    assert(term >= last_term(r) && term <= r->term);
+    assert(len <= UINT32_MAX);
+    if (grow_array((void **)&r->entries, &r->cap_entries, r->n_entries + 1,
+                   sizeof(*r->entries)) != 0) {
+        return -ENOMEM;
+    }
+    if (len > 0) {
+        copy = malloc(len);
+        if (copy == NULL) {
+            return -ENOMEM;
+        }
+        memcpy(copy, data, len);
+    }
+    e = &r->entries[r->n_entries++];
+    e->term = term;
+    e->type = type;
+    e->len = (uint32_t)len;
+    e->data = copy;
+    mark_dirty(r, last_index(r));
+    return 0;
+}
+
+/* Drop the entries from index on.  Raft 5.3: only entries that conflict
+ * with the leader's are removed, and committed entries never conflict
+ * (Raft 5.4), so a truncation at or below commit is a bug. */
+static void log_truncate(struct raft *r, raft_index_t index)
+{
+    raft_index_t last = last_index(r);
+    raft_index_t i;
+
+    assert(index > r->commit);
+    assert(index >= r->first_index && index <= last);
+    raft_logf(r, IKD_LOG_INFO,
+              "log conflict at index=%" PRIu64 ", term=%" PRIu64
+              " -> truncate entries %" PRIu64 "..%" PRIu64,
+              index, r->term, index, last);
+    for (i = index; i <= last; i++) {
+        free(r->entries[i - r->first_index].data);
+    }
+    r->n_entries = (size_t)(index - r->first_index);
+    if (r->persisted >= index) {
+        r->persisted = index - 1;
+    }
+    mark_dirty(r, index);
+}
+
+static void set_commit(struct raft *r, raft_index_t commit)
+{
+    assert(commit >= r->commit);
+    assert(commit <= last_index(r));
+    r->commit = commit;
+}
+
+/* ---- Roles ------------------------------------------------------------ */
+
+static void set_term(struct raft *r, raft_term_t term)
+{
+    assert(term >= r->term);
+    if (term > r->term) {
+        r->term = term;
+        r->vote = 0;
+        r->hard_state_changed = true;
+    }
+}
+
+static void set_leader(struct raft *r, raft_id_t leader)
+{
+    if (leader == r->leader) {
+        return;
+    }
+    if (leader != 0) {
+        raft_logf(r, IKD_LOG_INFO,
+                  "leader learned: leader=%" PRIu32 ", term=%" PRIu64, leader,
+                  r->term);
+    } else {
+        raft_logf(r, IKD_LOG_INFO,
+                  "leader lost: leader=%" PRIu32 ", term=%" PRIu64, r->leader,
+                  r->term);
+    }
+    r->leader = leader;
+}
+
+/* Reads that did not complete cannot be answered by a node that no longer
+ * leads: they are dropped and the caller times out or retries. */
+static void drop_pending_reads(struct raft *r)
+{
+    if (r->n_pending > 0) {
+        raft_logf(r, IKD_LOG_DEBUG,
+                  "leadership lost with reads=%zu pending -> drop them",
+                  r->n_pending);
+    }
+    r->n_pending = 0;
+    r->round_seq = 0;
+}
+
+static void become_follower(struct raft *r,
+                            raft_term_t term,
+                            raft_id_t leader,
+                            const char *why)
+{
+    enum raft_role old = r->role;
+
+    set_term(r, term);
+    if (old == RAFT_LEADER) {
+        drop_pending_reads(r);
+    }
+    r->role = RAFT_FOLLOWER;
+    set_leader(r, leader);
+    reset_election_timer(r);
+    if (old != RAFT_FOLLOWER) {
+        raft_logf(r, IKD_LOG_INFO,
+                  "role change: %s, term=%" PRIu64 " -> follower", why,
+                  r->term);
+    }
+}
+
+static void reset_progress(struct raft *r, struct raft_progress *pr)
+{
+    pr->next = last_index(r) + 1;
+    pr->match = 0;
+    pr->replicate = false;
+    pr->probe_sent = false;
+    pr->need_send = true;
+    pr->active = false;
+    pr->read_acked = 0;
+    pr->inflight_head = 0;
+    pr->n_inflight = 0;
+}
+
+static void become_leader(struct raft *r)
+{
+    size_t i;
+
+    assert(r->role == RAFT_CANDIDATE && r->vote == r->cfg.id);
+    r->role = RAFT_LEADER;
+    set_leader(r, r->cfg.id);
+    r->heartbeat_elapsed = 0;
+    r->quorum_elapsed = 0;
+    r->round_seq = 0;
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        reset_progress(r, &r->progress[i]);
+    }
+    raft_logf(r, IKD_LOG_INFO,
+              "role change: won election, term=%" PRIu64 " -> leader", r->term);
+
+    /* Raft 5.4.2 and 6.4: an entry of the new term lets the leader commit
+     * what earlier leaders left and learn its commit index for reads. */
+    if (log_append(r, r->term, RAFT_ENTRY_NOOP, NULL, 0) != 0) {
+        become_follower(r, r->term, 0, "no memory for the leader's entry");
+    }
+}
+
+static size_t count_votes(const struct raft *r)
+{
+    size_t i;
+    size_t n = 0;
+
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        n += r->progress[i].vote_granted ? 1 : 0;
+    }
+    return n;
+}
+
+/* Raft 5.2: a new term, a vote for self, and a request to every peer. */
+static void campaign(struct raft *r)
+{
+    size_t i;
+    struct raft_msg *m;
+
+    set_term(r, r->term + 1);
+    r->vote = r->cfg.id;
+    r->hard_state_changed = true;
+    r->role = RAFT_CANDIDATE;
+    set_leader(r, 0);
+    reset_election_timer(r);
+    raft_logf(r, IKD_LOG_INFO,
+              "role change: election timeout, term=%" PRIu64 " -> candidate",
+              r->term);
+
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        r->progress[i].vote_granted = i == r->self_slot;
+    }
+    if (count_votes(r) >= quorum(r)) {
+        become_leader(r);
+        return;
+    }
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        if (i == r->self_slot) {
+            continue;
+        }
+        m = push_msg(r, RAFT_MSG_VOTE, r->progress[i].id);
+        if (m != NULL) {
+            m->vote.last_index = last_index(r);
+            m->vote.last_term = last_term(r);
+        }
+    }
+}
+
+/* ---- Leader: replication ---------------------------------------------- */
+
+static bool inflight_full(const struct raft_progress *pr)
+{
+    return pr->n_inflight >= RAFT_MAX_INFLIGHT;
+}
+
+static void inflight_add(struct raft_progress *pr, raft_index_t last)
+{
+    size_t slot;
+
+    assert(!inflight_full(pr));
+    slot = (pr->inflight_head + pr->n_inflight) % RAFT_MAX_INFLIGHT;
+    pr->inflight[slot] = last;
+    pr->n_inflight++;
+}
+
+static void inflight_free_to(struct raft_progress *pr, raft_index_t index)
+{
+    while (pr->n_inflight > 0 && pr->inflight[pr->inflight_head] <= index) {
+        pr->inflight_head = (pr->inflight_head + 1) % RAFT_MAX_INFLIGHT;
+        pr->n_inflight--;
+    }
+}
+
+static void enter_probe(struct raft_progress *pr)
+{
+    pr->replicate = false;
+    pr->probe_sent = false;
+    pr->inflight_head = 0;
+    pr->n_inflight = 0;
+}
+
+/* How many entries from index fit into one message: at most
+ * max_append_entries and about max_append_bytes, but at least one. */
+static size_t batch_size(const struct raft *r, raft_index_t index)
+{
+    raft_index_t last = last_index(r);
+    size_t n = 0;
+    size_t bytes = 0;
+    size_t len;
+
+    while (index + n <= last && n < r->cfg.max_append_entries) {
+        len = r->entries[index + n - r->first_index].len;
+        if (n > 0 && bytes + len > r->cfg.max_append_bytes) {
+            break;
+        }
+        bytes += len;
+        n++;
+    }
+    return n;
+}
+
+/* Queue an AppendEntries from pr->next; with_entries false sends an empty
+ * one (heartbeat).  Entry pointers are filled in by raft_get_update().
+ * Returns false when nothing could be queued. */
+static bool send_append(struct raft *r,
+                        struct raft_progress *pr,
+                        bool with_entries)
+{
+    raft_index_t prev = pr->next - 1;
+    size_t n = with_entries ? batch_size(r, pr->next) : 0;
+    struct raft_msg *m;
+
+    assert(r->role == RAFT_LEADER && !is_self(r, pr));
+    if (pr->next < r->first_index) {
+        /* TODO: the follower needs entries that this log no longer holds,
+         * which only a snapshot could supply; logs are not compacted yet,
+         * so this cannot happen. */
+        return false;
+    }
+    m = push_msg(r, RAFT_MSG_APPEND, pr->id);
+    if (m == NULL) {
+        return false;
+    }
+    m->append.prev_index = prev;
+    m->append.prev_term = term_at(r, prev);
+    m->append.commit = r->commit;
+    m->append.read_seq = r->read_seq;
+    m->append.n_entries = n;
+    if (pr->replicate && n > 0) {
+        pr->next += n;
+        inflight_add(pr, prev + n);
+    }
+    if (!pr->replicate) {
+        pr->probe_sent = true;
+    }
+    return true;
+}
+
+static bool peer_wants_send(const struct raft *r,
+                            const struct raft_progress *pr)
+{
+    if (pr->need_send) {
+        return true;
+    }
+    if (pr->next > last_index(r)) {
+        return false;
+    }
+    return pr->replicate ? !inflight_full(pr) : !pr->probe_sent;
+}
+
+/* Send what each follower is due.  Run when an update is taken, so that
+ * proposals made since the previous update share one message. */
+static void flush_peer(struct raft *r, struct raft_progress *pr)
+{
+    bool sent = false;
+
+    if (pr->replicate) {
+        while (pr->next <= last_index(r) && !inflight_full(pr)) {
+            if (!send_append(r, pr, true)) {
+                break;
+            }
+            sent = true;
+        }
+    } else if (!pr->probe_sent && pr->next <= last_index(r)) {
+        sent = send_append(r, pr, true);
+    }
+    if (pr->need_send && !sent) {
+        (void)send_append(r, pr, false);
+    }
+    pr->need_send = false;
+}
+
+static void flush(struct raft *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        if (i != r->self_slot) {
+            flush_peer(r, &r->progress[i]);
+        }
+    }
+}
+
+static void broadcast_soon(struct raft *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        r->progress[i].need_send = i != r->self_slot;
+    }
+}
+
+/* ---- Leader: reads ---------------------------------------------------- */
+
+static int push_ready(struct raft *r, uint64_t ctx, raft_index_t index)
+{
+    if (r->ready_taken) {
+        r->n_ready = 0;
+        r->ready_taken = false;
+    }
+    if (grow_array((void **)&r->ready, &r->cap_ready, r->n_ready + 1,
+                   sizeof(*r->ready)) != 0) {
+        return -ENOMEM;
+    }
+    r->ready[r->n_ready].ctx = ctx;
+    r->ready[r->n_ready].index = index;
+    r->n_ready++;
+    return 0;
+}
+
+static void start_read_round(struct raft *r);
+
+/* A round completes when a majority, self included, echoed its sequence
+ * number in this term: the leader still led after the reads arrived. */
+static void check_read_round(struct raft *r)
+{
+    size_t i;
+    size_t n = 0;
+    size_t kept = 0;
+
+    if (r->round_seq == 0) {
+        return;
+    }
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        if (i == r->self_slot || r->progress[i].read_acked >= r->round_seq) {
+            n++;
+        }
+    }
+    if (n < quorum(r)) {
+        return;
+    }
+    for (i = 0; i < r->n_pending; i++) {
+        struct raft_pending_read *p = &r->pending[i];
+
+        if (p->seq == r->round_seq) {
+            assert(p->index <= r->commit);
+            (void)push_ready(r, p->ctx, p->index);
+        } else {
+            r->pending[kept++] = *p;
+        }
+    }
+    r->n_pending = kept;
+    r->round_seq = 0;
+    start_read_round(r);
+}
+
+/* Raft 6.4: the read index is the commit index once the leader committed
+ * an entry of its own term; before that the commit index may be stale. */
+static void start_read_round(struct raft *r)
+{
+    size_t i;
+    bool queued = false;
+
+    if (r->role != RAFT_LEADER || r->round_seq != 0 ||
+        term_at(r, r->commit) != r->term) {
+        return;
+    }
+    for (i = 0; i < r->n_pending; i++) {
+        if (r->pending[i].seq == 0) {
+            queued = true;
+        }
+    }
+    if (!queued) {
+        return;
+    }
+    r->round_seq = ++r->read_seq;
+    for (i = 0; i < r->n_pending; i++) {
+        if (r->pending[i].seq == 0) {
+            r->pending[i].seq = r->round_seq;
+            r->pending[i].index = r->commit;
+        }
+    }
+    broadcast_soon(r);
+    check_read_round(r);
+}
+
+/* ---- Leader: commitment ----------------------------------------------- */
+
+static int cmp_index_desc(const void *a, const void *b)
+{
+    raft_index_t x = *(const raft_index_t *)a;
+    raft_index_t y = *(const raft_index_t *)b;
+
+    return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/* Raft 5.4.2: commit the largest index a majority stores, but only if its
+ * entry is of the current term; counting replicas of an older term's entry
+ * is unsafe (Figure 8).  The leader counts its own log only as far as it
+ * is durable (Raft 10.2.1). */
+static void maybe_advance_commit(struct raft *r)
+{
+    raft_index_t match[IKD_MAX_NODES];
+    raft_index_t n;
+    size_t i;
+
+    assert(r->role == RAFT_LEADER);
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        match[i] = i == r->self_slot ? r->persisted : r->progress[i].match;
+    }
+    qsort(match, r->cfg.n_voters, sizeof(match[0]), cmp_index_desc);
+    n = match[quorum(r) - 1];
+    if (n <= r->commit || term_at(r, n) != r->term) {
+        return;
+    }
+    set_commit(r, n);
+    /* Followers learn the new commit at once: they apply and serve reads
+     * without waiting for the next heartbeat. */
+    broadcast_soon(r);
+    start_read_round(r);
+}
+
+static void on_append_success(struct raft *r,
+                              struct raft_progress *pr,
+                              raft_index_t index)
+{
+    if (index > last_index(r)) {
+        raft_logf(r, IKD_LOG_WARN,
+                  "append reply from=%" PRIu32 " index=%" PRIu64
+                  " beyond the log -> ignore",
+                  pr->id, index);
+        return;
+    }
+    inflight_free_to(pr, index);
+    if (index > pr->match) {
+        pr->match = index;
+    }
+    if (pr->next <= index) {
+        pr->next = index + 1;
+    }
+    if (!pr->replicate) {
+        pr->replicate = true;
+        pr->next = pr->match + 1;
+    }
+    maybe_advance_commit(r);
+}
+
+/* The largest index <= index whose term is <= term (Raft 5.3, backing up
+ * a whole term per round trip instead of one entry). */
+static raft_index_t find_conflict_hint(const struct raft *r,
+                                       raft_index_t index,
+                                       raft_term_t term,
+                                       raft_index_t floor)
+{
+    if (index > last_index(r)) {
+        index = last_index(r);
+    }
+    while (index > floor && index >= r->first_index &&
+           term_at(r, index) > term) {
+        index--;
+    }
+    return index;
+}
+
+static void on_append_reject(struct raft *r,
+                             struct raft_progress *pr,
+                             const struct raft_msg *m)
+{
+    raft_index_t rejected = m->append_resp.index;
+    raft_index_t next;
+
+    /* Replies to messages sent before the last back-up are stale. */
+    if (rejected <= pr->match || (!pr->replicate && rejected != pr->next - 1) ||
+        rejected >= pr->next) {
+        return;
+    }
+    next = find_conflict_hint(r, m->append_resp.hint_index,
+                              m->append_resp.hint_term, pr->match) +
+           1;
+    if (next > rejected) {
+        next = rejected;
+    }
+    if (next <= pr->match) {
+        next = pr->match + 1;
+    }
+    raft_logf(r, IKD_LOG_DEBUG,
+              "append rejected by=%" PRIu32 " at=%" PRIu64
+              " -> probe from=%" PRIu64,
+              pr->id, rejected, next);
+    pr->next = next;
+    enter_probe(pr);
+}
+
+static void handle_append_resp(struct raft *r, const struct raft_msg *m)
+{
+    struct raft_progress *pr = progress_of(r, m->from);
+
+    if (r->role != RAFT_LEADER) {
+        return;
+    }
+    /* Any reply of this term shows the follower accepts this leader. */
+    pr->active = true;
+    if (m->append_resp.read_seq > pr->read_acked &&
+        m->append_resp.read_seq <= r->read_seq) {
+        pr->read_acked = m->append_resp.read_seq;
+    }
+    if (m->append_resp.success) {
+        on_append_success(r, pr, m->append_resp.index);
+    } else {
+        on_append_reject(r, pr, m);
+    }
+    check_read_round(r);
+}
+
+/* ---- Follower: AppendEntries ------------------------------------------ */
+
+/* Incoming entries must form a valid log suffix: terms never go down and
+ * none is newer than the message. */
+static bool append_is_valid(const struct raft_msg *m)
+{
+    raft_term_t prev = m->append.prev_term;
+    size_t i;
+
+    if (m->append.n_entries > 0 && m->append.entries == NULL) {
+        return false;
+    }
+    for (i = 0; i < m->append.n_entries; i++) {
+        const struct raft_entry *e = &m->append.entries[i];
+
+        if (e->term < prev || e->term > m->term ||
+            (e->len > 0 && e->data == NULL)) {
+            return false;
+        }
+        prev = e->term;
+    }
+    return true;
+}
+
+static void reply_reject(struct raft *r,
+                         const struct raft_msg *m,
+                         struct raft_msg *resp)
+{
+    raft_index_t prev = m->append.prev_index;
+    raft_index_t hint;
+
+    resp->append_resp.success = false;
+    resp->append_resp.index = prev;
+    if (prev > last_index(r)) {
+        hint = last_index(r);
+    } else {
+        /* Entries up to commit match every leader's, so the search stops
+         * there. */
+        hint = find_conflict_hint(r, prev, m->append.prev_term, r->commit);
+    }
+    resp->append_resp.hint_index = hint;
+    resp->append_resp.hint_term = term_at(r, hint);
+}
+
+/* Raft 5.3: keep matching entries, replace from the first conflict on.  A
+ * stale or reordered message whose entries all match changes nothing. */
+static int append_entries(struct raft *r,
+                          raft_index_t prev,
+                          const struct raft_entry *entries,
+                          size_t n)
+{
+    raft_index_t index;
+    size_t i;
+    int rv;
+
+    for (i = 0; i < n; i++) {
+        index = prev + 1 + i;
+        if (index <= last_index(r)) {
+            if (term_at(r, index) == entries[i].term) {
+                continue;
+            }
+            log_truncate(r, index);
+        }
+        if (entries[i].term < last_term(r)) {
+            return IKD_EMALFORMED; /* would make terms go down */
+        }
+        rv = log_append(r, entries[i].term, entries[i].type, entries[i].data,
+                        entries[i].len);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+/* Match and store the message's entries; on success *verified is the last
+ * index known to equal the leader's log.  Returns 1 when prev does not
+ * match. */
+static int accept_entries(struct raft *r,
+                          const struct raft_msg *m,
+                          raft_index_t *verified)
+{
+    raft_index_t prev = m->append.prev_index;
+    const struct raft_entry *entries = m->append.entries;
+    size_t n = m->append.n_entries;
+    size_t skip;
+
+    /* Committed entries equal the leader's (Raft 5.4.1): skip them, and
+     * treat the commit index as a matching prev. */
+    if (prev < r->commit) {
+        skip = r->commit - prev < n ? (size_t)(r->commit - prev) : n;
+        prev += skip;
+        entries += skip;
+        n -= skip;
+    } else if (prev > last_index(r) ||
+               (prev > r->commit && term_at(r, prev) != m->append.prev_term)) {
+        return 1;
+    }
+    *verified = prev + n;
+    return append_entries(r, prev, entries, n);
+}
+
+static int handle_append(struct raft *r, const struct raft_msg *m)
+{
+    struct raft_msg *resp;
+    raft_index_t verified = 0;
+    int rv;
+
+    if (r->role == RAFT_LEADER) {
+        raft_logf(r, IKD_LOG_ERROR,
+                  "append from=%" PRIu32 " in own term=%" PRIu64 " -> ignore",
+                  m->from, r->term);
+        return IKD_EMALFORMED;
+    }
+    if (r->role == RAFT_CANDIDATE) {
+        become_follower(r, m->term, m->from, "append from leader");
+    }
+    set_leader(r, m->from);
+    reset_election_timer(r);
+
+    rv = accept_entries(r, m, &verified);
+    if (rv < 0) {
+        return rv;
+    }
+    resp = push_msg(r, RAFT_MSG_APPEND_RESP, m->from);
+    if (resp == NULL) {
+        return -ENOMEM;
+    }
+    resp->append_resp.read_seq = m->append.read_seq;
+    if (rv == 1) {
+        reply_reject(r, m, resp);
+        return 0;
+    }
+    /* Only what this message verified may be committed here: entries past
+     * it could still be replaced. */
+    if (m->append.commit > r->commit && verified > r->commit) {
+        set_commit(r,
+                   m->append.commit < verified ? m->append.commit : verified);
+    }
+    resp->append_resp.success = true;
+    resp->append_resp.index = verified;
+    return 0;
+}
+
+/* ---- Votes ------------------------------------------------------------ */
+
+static void handle_vote(struct raft *r, const struct raft_msg *m)
+{
+    struct raft_msg *resp;
+    bool up_to_date;
+    bool free_vote = r->vote == 0 || r->vote == m->from;
+
+    /* Raft 5.4.1: vote only for a log at least as up to date as ours, so
+     * that every committed entry is in the winner's log. */
+    up_to_date = m->vote.last_term > last_term(r) ||
+                 (m->vote.last_term == last_term(r) &&
+                  m->vote.last_index >= last_index(r));
+    resp = push_msg(r, RAFT_MSG_VOTE_RESP, m->from);
+    if (resp == NULL) {
+        return;
+    }
+    if (!free_vote || !up_to_date || r->role != RAFT_FOLLOWER) {
+        raft_logf(r, IKD_LOG_DEBUG,
+                  "vote request from=%" PRIu32 " term=%" PRIu64
+                  " voted=%" PRIu32 " up_to_date=%d -> reject",
+                  m->from, m->term, r->vote, up_to_date);
+        return;
+    }
+    /* Raft 5.2: one vote per term.  The caller makes it durable before
+     * sending the reply. */
+    assert(r->vote == 0 || r->vote == m->from);
+    if (r->vote == 0) {
+        r->vote = m->from;
+        r->hard_state_changed = true;
+        raft_logf(r, IKD_LOG_INFO,
+                  "vote request from=%" PRIu32 " term=%" PRIu64
+                  " log up to date -> vote granted",
+                  m->from, m->term);
+    }
+    reset_election_timer(r);
+    resp->vote_resp.granted = true;
+}
+
+static void handle_vote_resp(struct raft *r, const struct raft_msg *m)
+{
+    struct raft_progress *pr = progress_of(r, m->from);
+
+    if (r->role != RAFT_CANDIDATE || !m->vote_resp.granted) {
+        return;
+    }
+    pr->vote_granted = true;
+    if (count_votes(r) >= quorum(r)) {
+        become_leader(r);
+    }
+}
+
+/* ---- Entry points ----------------------------------------------------- */
+
+static bool config_is_valid(const struct raft_config *cfg)
+{
+    size_t i;
+    size_t j;
+    bool has_self = false;
+
+    if (cfg->id == 0 || cfg->n_voters == 0 || cfg->n_voters > IKD_MAX_NODES ||
+        cfg->election_ticks == 0 || cfg->heartbeat_ticks == 0 ||
+        cfg->election_ticks > UINT32_MAX / 2) {
+        return false;
+    }
+    for (i = 0; i < cfg->n_voters; i++) {
+        if (cfg->voters[i] == 0) {
+            return false;
+        }
+        for (j = 0; j < i; j++) {
+            if (cfg->voters[j] == cfg->voters[i]) {
+                return false;
+            }
+        }
+        has_self = has_self || cfg->voters[i] == cfg->id;
+    }
+    return has_self;
+}
+
+struct raft *raft_new(const struct raft_config *cfg)
+{
+    struct raft *r;
+    size_t i;
+
+    if (!config_is_valid(cfg)) {
+        return NULL;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return NULL;
+    }
+    r->cfg = *cfg;
+    if (r->cfg.max_append_entries == 0) {
+        r->cfg.max_append_entries = IKD_MAX_APPEND_ENTRIES;
+    }
+    if (r->cfg.max_append_bytes == 0) {
+        r->cfg.max_append_bytes = IKD_MAX_APPEND_BYTES;
+    }
+    /* Mixing in the id keeps nodes given the same seed apart. */
+    r->rng = cfg->seed ^ ((uint64_t)cfg->id * UINT64_C(0x9e3779b97f4a7c15));
+    r->first_index = 1;
+    r->role = RAFT_FOLLOWER;
+    r->reported_role = RAFT_FOLLOWER;
+    for (i = 0; i < cfg->n_voters; i++) {
+        r->progress[i].id = cfg->voters[i];
+        if (cfg->voters[i] == cfg->id) {
+            r->self_slot = i;
+        }
+    }
+    reset_election_timer(r);
+    return r;
+}
+
+static void free_entries(struct raft *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->n_entries; i++) {
+        free(r->entries[i].data);
+    }
+    r->n_entries = 0;
+}
+
+void raft_free(struct raft *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    free_entries(r);
+    free(r->entries);
+    free(r->pending);
+    free(r->ready);
+    free(r->out);
+    free(r);
+}
+
+static int load_check(raft_term_t term,
+                      raft_index_t applied,
+                      raft_index_t first_index,
+                      const struct raft_entry *entries,
+                      size_t n_entries)
+{
+    raft_term_t prev = 0;
+    size_t i;
+
+    if (first_index == 0 || applied + 1 < first_index ||
+        applied > first_index + n_entries - 1) {
+        return IKD_ECORRUPT;
+    }
+    for (i = 0; i < n_entries; i++) {
+        if (entries[i].term < prev || entries[i].term > term ||
+            (entries[i].len > 0 && entries[i].data == NULL)) {
+            return IKD_ECORRUPT;
+        }
+        prev = entries[i].term;
+    }
+    return 0;
+}
+
+int raft_load(struct raft *r,
+              raft_term_t term,
+              raft_id_t vote,
+              raft_index_t applied,
+              raft_index_t first_index,
+              const struct raft_entry *entries,
+              size_t n_entries)
+{
+    size_t i;
+    int rv;
+
+    assert(r->n_entries == 0 && r->term == 0);
+    rv = load_check(term, applied, first_index, entries, n_entries);
+    if (rv != 0) {
+        return rv;
+    }
+    r->term = term;
+    r->vote = vote;
+    r->first_index = first_index;
+    for (i = 0; i < n_entries; i++) {
+        rv = log_append(r, entries[i].term, entries[i].type, entries[i].data,
+                        entries[i].len);
+        if (rv != 0) {
+            free_entries(r);
+            return rv;
+        }
+    }
+    /* Loaded entries are durable already. */
+    r->dirty_from = 0;
+    r->persisted = last_index(r);
+    r->commit = applied;
+    r->applied = applied;
+    r->reported_commit = applied;
+    return 0;
+}
+
+/* Raft 6.2: a leader that has not heard from a majority for an election
+ * timeout steps down, so that clients learn there is no usable leader. */
+static void check_quorum(struct raft *r)
+{
+    size_t i;
+    size_t active = 1;
+
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        if (i != r->self_slot) {
+            active += r->progress[i].active ? 1 : 0;
+            r->progress[i].active = false;
+        }
+    }
+    if (active < quorum(r)) {
+        become_follower(r, r->term, 0, "no reply from a majority");
+    }
+}
+
+static void tick_leader(struct raft *r)
+{
+    size_t i;
+
+    if (++r->heartbeat_elapsed >= r->cfg.heartbeat_ticks) {
+        r->heartbeat_elapsed = 0;
+        broadcast_soon(r);
+        for (i = 0; i < r->cfg.n_voters; i++) {
+            r->progress[i].probe_sent = false;
+        }
+    }
+    if (++r->quorum_elapsed >= r->cfg.election_ticks) {
+        r->quorum_elapsed = 0;
+        check_quorum(r);
+    }
+}
+
+void raft_tick(struct raft *r)
+{
+    if (r->role == RAFT_LEADER) {
+        tick_leader(r);
+        return;
+    }
+    if (++r->election_elapsed >= r->election_timeout) {
+        campaign(r);
+    }
+}
+
+/* Raft 5.1: a higher term in any message makes this node a follower of
+ * that term; a lower term marks the message stale. */
+static bool step_term(struct raft *r, const struct raft_msg *m)
+{
+    raft_id_t leader = m->type == RAFT_MSG_APPEND ? m->from : 0;
+    struct raft_msg *resp;
+
+    if (m->term > r->term) {
+        raft_logf(r, IKD_LOG_INFO,
+                  "message from=%" PRIu32 " with term=%" PRIu64
+                  " above term=%" PRIu64 " -> follow it",
+                  m->from, m->term, r->term);
+        become_follower(r, m->term, leader, "newer term");
+        return true;
+    }
+    if (m->term == r->term) {
+        return true;
+    }
+    /* Tell a stale leader or candidate about the newer term. */
+    if (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_VOTE) {
+        resp = push_msg(r,
+                        m->type == RAFT_MSG_APPEND ? RAFT_MSG_APPEND_RESP
+                                                   : RAFT_MSG_VOTE_RESP,
+                        m->from);
+        (void)resp; /* success and granted stay false */
+    }
+    return false;
+}
+
+/* Checked before anything else, so that a bad message cannot even move
+ * the term. */
+static bool msg_is_valid(struct raft *r, const struct raft_msg *m)
+{
+    if (m->to != r->cfg.id || m->from == r->cfg.id ||
+        progress_of(r, m->from) == NULL) {
+        return false;
+    }
+    switch (m->type) {
+        case RAFT_MSG_VOTE:
+        case RAFT_MSG_VOTE_RESP:
+        case RAFT_MSG_APPEND_RESP:
+            return true;
+        case RAFT_MSG_APPEND:
+            return append_is_valid(m);
+    }
+    return false;
+}
+
+int raft_step(struct raft *r, const struct raft_msg *m)
+{
+    if (!msg_is_valid(r, m)) {
+        return IKD_EMALFORMED;
+    }
+    if (!step_term(r, m)) {
+        return 0;
+    }
+    switch (m->type) {
+        case RAFT_MSG_VOTE:
+            handle_vote(r, m);
+            return 0;
+        case RAFT_MSG_VOTE_RESP:
+            handle_vote_resp(r, m);
+            return 0;
+        case RAFT_MSG_APPEND:
+            return handle_append(r, m);
+        case RAFT_MSG_APPEND_RESP:
+            handle_append_resp(r, m);
+            return 0;
+    }
+    return IKD_EMALFORMED;
+}
+
+int raft_propose(struct raft *r,
+                 uint8_t type,
+                 const void *data,
+                 size_t len,
+                 raft_index_t *index,
+                 raft_term_t *term)
+{
+    int rv;
+
+    if (r->role != RAFT_LEADER) {
+        return IKD_ENOTLEADER;
+    }
+    if (len > IKD_MAX_COMMAND_BYTES) {
+        return IKD_ELIMIT;
+    }
+    if (type != RAFT_ENTRY_NOOP && type != RAFT_ENTRY_COMMAND) {
+        return -EINVAL;
+    }
+    rv = log_append(r, r->term, type, data, len);
+    if (rv != 0) {
+        return rv;
+    }
+    *index = last_index(r);
+    *term = r->term;
+    return 0;
+}
+
+int raft_read_index(struct raft *r, uint64_t ctx)
+{
+    struct raft_pending_read *p;
+
+    if (r->role != RAFT_LEADER) {
+        return IKD_ENOTLEADER;
+    }
+    if (grow_array((void **)&r->pending, &r->cap_pending, r->n_pending + 1,
+                   sizeof(*r->pending)) != 0) {
+        return -ENOMEM;
+    }
+    p = &r->pending[r->n_pending++];
+    p->ctx = ctx;
+    p->seq = 0;
+    p->index = 0;
+    start_read_round(r);
+    return 0;
+}
+
+bool raft_has_update(const struct raft *r)
+{
+    size_t i;
+
+    if ((!r->out_taken && r->n_out > 0) || r->hard_state_changed ||
+        r->dirty_from != 0 || r->commit != r->reported_commit ||
+        (!r->ready_taken && r->n_ready > 0) || r->role != r->reported_role ||
+        r->leader != r->reported_leader) {
+        return true;
+    }
+    if (r->role != RAFT_LEADER) {
+        return false;
+    }
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        if (i != r->self_slot && peer_wants_send(r, &r->progress[i])) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Point the entries of outgoing AppendEntries into the log. */
+static void resolve_entries(struct raft *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->n_out; i++) {
+        struct raft_msg *m = &r->out[i];
+        raft_index_t first = m->append.prev_index + 1;
+
+        if (m->type != RAFT_MSG_APPEND || m->append.n_entries == 0) {
+            continue;
+        }
+        assert(first >= r->first_index &&
+               first + m->append.n_entries - 1 <= last_index(r));
+        m->append.entries = &r->entries[first - r->first_index];
+    }
+}
+
+void raft_get_update(struct raft *r, struct raft_update *u)
+{
+    if (r->out_taken) {
+        r->n_out = 0;
+        r->out_taken = false;
+    }
+    if (r->ready_taken) {
+        r->n_ready = 0;
+        r->ready_taken = false;
+    }
+    if (r->role == RAFT_LEADER) {
+        flush(r);
+    }
+    resolve_entries(r);
+
+    memset(u, 0, sizeof(*u));
+    u->hard_state_changed = r->hard_state_changed;
+    u->term = r->term;
+    u->vote = r->vote;
+    u->log_dirty_from = r->dirty_from;
+    u->msgs = r->out;
+    u->n_msgs = r->n_out;
+    u->commit = r->commit;
+    u->reads = r->ready;
+    u->n_reads = r->n_ready;
+    u->soft_state_changed =
+        r->role != r->reported_role || r->leader != r->reported_leader;
+    u->role = r->role;
+    u->leader = r->leader;
+
+    r->out_taken = true;
+    r->ready_taken = true;
+    r->hard_state_changed = false;
+    r->dirty_from = 0;
+    r->reported_commit = r->commit;
+    r->reported_role = r->role;
+    r->reported_leader = r->leader;
+}
+
+void raft_persisted(struct raft *r, raft_index_t index, raft_term_t term)
+{
+    if (index < r->first_index || index > last_index(r) ||
+        term_at(r, index) != term || index <= r->persisted) {
+        return;
+    }
+    r->persisted = index;
+    if (r->role == RAFT_LEADER) {
+        maybe_advance_commit(r);
+    }
+}
+
+void raft_applied(struct raft *r, raft_index_t index)
+{
+    assert(index <= r->commit);
+    if (index > r->applied) {
+        r->applied = index;
+    }
+}
+
+raft_id_t raft_id(const struct raft *r)
+{
+    return r->cfg.id;
+}
+
+enum raft_role raft_role(const struct raft *r)
+{
+    return r->role;
+}
+
+raft_term_t raft_term(const struct raft *r)
+{
+    return r->term;
+}
+
+raft_id_t raft_leader(const struct raft *r)
+{
+    return r->leader;
+}
+
+raft_index_t raft_commit(const struct raft *r)
+{
+    return r->commit;
+}
+
+raft_index_t raft_applied_index(const struct raft *r)
+{
+    return r->applied;
+}
+
+raft_index_t raft_persisted_index(const struct raft *r)
+{
+    return r->persisted;
+}
+
+raft_index_t raft_first_index(const struct raft *r)
+{
+    return r->first_index;
+}
+
+raft_index_t raft_last_index(const struct raft *r)
+{
+    return last_index(r);
+}
+
+const struct raft_entry *raft_entry_at(const struct raft *r, raft_index_t index)
+{
+    if (index < r->first_index || index > last_index(r)) {
+        return NULL;
+    }
+    return &r->entries[index - r->first_index];
+}

@@ -39,7 +39,8 @@ enum raft_entry_type {
     RAFT_ENTRY_COMMAND = 1, /* opaque bytes for the state machine */
 };
 
-struct raft_entry {
+struct raft_entry
+{
     raft_term_t term;
     uint8_t type; /* enum raft_entry_type */
     uint32_t len;
@@ -47,26 +48,30 @@ struct raft_entry {
 };
 
 enum raft_msg_type {
-    RAFT_MSG_VOTE = 1,     /* RequestVote */
-    RAFT_MSG_VOTE_RESP,    /* its reply */
-    RAFT_MSG_APPEND,       /* AppendEntries, also the heartbeat */
-    RAFT_MSG_APPEND_RESP,  /* its reply */
+    RAFT_MSG_VOTE = 1,    /* RequestVote */
+    RAFT_MSG_VOTE_RESP,   /* its reply */
+    RAFT_MSG_APPEND,      /* AppendEntries, also the heartbeat */
+    RAFT_MSG_APPEND_RESP, /* its reply */
 };
 
-struct raft_msg {
+struct raft_msg
+{
     enum raft_msg_type type;
     raft_id_t from;
     raft_id_t to;
     raft_term_t term;
     union {
-        struct {
+        struct
+        {
             raft_index_t last_index;
             raft_term_t last_term;
         } vote;
-        struct {
+        struct
+        {
             bool granted;
         } vote_resp;
-        struct {
+        struct
+        {
             raft_index_t prev_index;
             raft_term_t prev_term;
             raft_index_t commit;
@@ -79,7 +84,8 @@ struct raft_msg {
              * to the caller, and the core copies what it keeps. */
             struct raft_entry *entries;
         } append;
-        struct {
+        struct
+        {
             bool success;
             /* On success: the last index the follower now matches.
              * On failure: the prev_index that was rejected. */
@@ -97,12 +103,14 @@ struct raft_msg {
 
 /* A read that became safe: once the state machine has applied `index`, a
  * read requested with `ctx` returns linearizable data (Raft 6.4). */
-struct raft_read {
+struct raft_read
+{
     uint64_t ctx;
     raft_index_t index;
 };
 
-struct raft_config {
+struct raft_config
+{
     raft_id_t id;
     size_t n_voters;
     raft_id_t voters[IKD_MAX_NODES]; /* includes id */
@@ -120,7 +128,8 @@ struct raft_config {
 
 /* Everything the caller must act on, as of the call to raft_get_update().
  * Pointers stay valid until the next non-const call on the core. */
-struct raft_update {
+struct raft_update
+{
     /* Persist term and vote before sending non-APPEND messages. */
     bool hard_state_changed;
     raft_term_t term;
@@ -211,6 +220,9 @@ raft_term_t raft_term(const struct raft *r);
 raft_id_t raft_leader(const struct raft *r);
 raft_index_t raft_commit(const struct raft *r);
 raft_index_t raft_applied_index(const struct raft *r);
+/* The last index raft_persisted() reported durable that is still in the
+ * log: it drops below a truncation point when entries are replaced. */
+raft_index_t raft_persisted_index(const struct raft *r);
 raft_index_t raft_first_index(const struct raft *r);
 raft_index_t raft_last_index(const struct raft *r);
 /* The entry at index, or NULL outside [first, last]. */

@@ -1,0 +1,81 @@
+"""Start-up: a leader is elected quickly and every mount's .ikada/ files tell
+the same, well-formed story."""
+
+import json
+import time
+
+import cluster as ck
+
+
+def test_leader_within_5s_of_start_and_every_mount_agrees(new_cluster):
+    c = new_cluster
+    t0 = time.monotonic()
+    c.start(wait=False)
+    leader = c.wait_leader(timeout=5.0)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 5.0, "leader after %.2f s" % elapsed
+
+    expected = "%d %s" % (leader, c.nodes[leader].addr)
+    for i in c.ids():
+        assert c.ikada(i, "leader") == expected, "node %d" % i
+
+
+def test_ikada_files_show_one_leader_and_consistent_state(cluster):
+    c = cluster
+    leader = c.wait_leader()
+
+    roles = {i: c.ikada(i, "role") for i in c.ids()}
+    assert sorted(roles.values()) == ["follower", "follower", "leader"], roles
+    assert roles[leader] == "leader"
+
+    terms = {}
+    for i in c.ids():
+        assert c.ikada(i, "id") == str(i)
+        assert c.ikada(i, "leader") == "%d %s" % (leader,
+                                                   c.nodes[leader].addr)
+        # applied is read before commit: commit never goes down, so the
+        # pair read this way must satisfy applied <= commit.
+        applied = int(c.ikada(i, "applied"))
+        commit = int(c.ikada(i, "commit"))
+        assert 0 <= applied <= commit, (i, applied, commit)
+        terms[i] = int(c.ikada(i, "term"))
+        assert terms[i] >= 1
+    assert len(set(terms.values())) == 1, terms
+
+    want_members = ["%d %s voter" % (i, c.nodes[i].addr) for i in c.ids()]
+    for i in c.ids():
+        members = c.ikada(i, "members").splitlines()
+        assert sorted(m.strip() for m in members) == sorted(want_members)
+
+
+def test_ikada_status_is_json_with_all_fields(cluster):
+    c = cluster
+    leader = c.wait_leader()
+    for i in c.ids():
+        text = c.ikada(i, "status")
+        assert text is not None, "no .ikada/status on node %d" % i
+        st = json.loads(text)
+        assert isinstance(st, dict)
+        for field in ("id", "leader", "term", "role", "commit", "applied",
+                      "members"):
+            assert field in st, "status of node %d lacks %r: %s" % (
+                i, field, text)
+        assert str(st["id"]) == str(i)
+        assert st["role"] == ("leader" if i == leader else "follower")
+        assert int(st["term"]) >= 1
+        assert 0 <= int(st["applied"]) <= int(st["commit"])
+        assert str(leader) in json.dumps(st["leader"])
+        members = json.dumps(st["members"])
+        for j in c.ids():
+            assert c.nodes[j].addr in members
+
+
+def test_ikada_folder_is_read_only(cluster):
+    c = cluster
+    for i in c.ids():
+        r = c.sh(i, "echo 7 > .ikada/id")
+        assert r.rc != 0 and not r.timed_out, r
+        r = c.sh(i, "touch .ikada/new-file")
+        assert r.rc != 0 and not r.timed_out, r
+        assert c.ikada(i, "id") == str(i)
+    assert ck.mounts_at(c.nodes[1].mount)

@@ -1,0 +1,204 @@
+"""Crashes, pauses, lost quorum and shutdown, each on a cluster of its own."""
+
+import signal
+import time
+
+import pytest
+
+import cluster as ck
+
+
+def read_linearizable(c, i, rel, want, timeout=10.0):
+    """Read rel on node i.  An error (say, no leader known yet after a
+    restart) is retried until the deadline; an answer is final and must be
+    want (None: the file must not exist)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = c.cat(i, rel, timeout=10)
+        if r.ok:
+            assert want is not None, (
+                "node %d reads %s that was removed: %r" % (i, rel, r))
+            assert r.out == want, "node %d reads %s as %r, want %r" % (
+                i, rel, r.out, want)
+            return
+        if "No such file" in r.errtext:
+            assert want is None, "node %d: %s missing: %r" % (i, rel, r)
+            return
+        assert time.monotonic() < deadline, "node %d: reading %s: %r" % (
+            i, rel, r)
+        time.sleep(0.1)
+
+
+def test_kill9_leader_new_leader_within_5s_and_restarted_node_catches_up(
+        cluster):
+    c = cluster
+    old = c.wait_leader()
+    assert c.sh(old, "echo before > gone-later && echo keep > kept").ok
+
+    c.kill(old)
+    t0 = time.monotonic()
+    new = c.wait_leader(timeout=5.0)
+    elapsed = time.monotonic() - t0
+    assert new != old
+    assert elapsed < 5.0, "new leader after %.2f s" % elapsed
+
+    survivors = c.live_ids()
+    written = {}
+    for n in range(6):
+        i = survivors[n % 2]
+        r = c.sh(i, "mkdir -p while-down && echo w%d > while-down/f%d" %
+                 (n, n))
+        assert r.ok, r
+        written["while-down/f%d" % n] = b"w%d\n" % n
+    assert c.sh(survivors[1], "rm gone-later").ok
+    r = c.cli("set", "while-down/cli", "via-cli", nodes=survivors)
+    assert r.ok, r
+    written["while-down/cli"] = b"via-cli"
+    written["kept"] = b"keep\n"
+
+    # The mount of the killed daemon is dead until the node starts again.
+    r = ck.run(["stat", c.nodes[old].mount], timeout=10)
+    assert not r.timed_out, r
+
+    c.restart(old)
+    assert len(ck.mounts_at(c.nodes[old].mount)) == 1, (
+        "mounts stacked at %s: %r" % (c.nodes[old].mount,
+                                      ck.mounts_at(c.nodes[old].mount)))
+    r = ck.run(["stat", c.nodes[old].mount], timeout=10)
+    assert r.ok, r
+    for rel, want in sorted(written.items()):
+        read_linearizable(c, old, rel, want)
+    read_linearizable(c, old, "gone-later", None)
+    r = c.sh(old, "ls while-down")
+    assert r.ok and sorted(r.text.split()) == sorted(
+        ["cli"] + ["f%d" % n for n in range(6)]), r
+
+    r = c.sh(old, "echo back > after-restart")
+    assert r.ok, r
+    for i in c.ids():
+        assert c.read(i, "after-restart") == b"back\n"
+    c.wait_leader(timeout=5)
+
+
+def test_kill9_all_three_then_restart_keeps_every_acknowledged_write(
+        cluster):
+    c = cluster
+    c.wait_leader()
+    acked = {}
+    for n in range(25):
+        key = "persist/cli%02d" % n
+        r = c.cli("set", key, "cli-value-%d" % n, nodes=[1 + n % 3])
+        assert r.ok, r
+        acked[key] = b"cli-value-%d" % n
+    for n in range(25):
+        key = "persist/m%02d" % n
+        r = c.sh(1 + n % 3, "echo mount-value-%d > %s" % (n, key))
+        assert r.ok, r
+        acked[key] = b"mount-value-%d\n" % n
+
+    for i in c.ids():
+        c.kill(i)
+    c.start()
+    c.wait_leader(timeout=10)
+
+    for key, want in sorted(acked.items()):
+        r = c.cli("get", key)
+        assert r.ok and r.out == want, (key, r)
+    r = c.cli("ls", "persist")
+    assert r.ok and r.text.splitlines() == sorted(acked), r
+    for i in c.ids():
+        for key, want in sorted(acked.items()):
+            read_linearizable(c, i, key, want)
+
+
+@pytest.mark.parametrize("survivor_role", ["leader", "follower"])
+def test_no_quorum_writes_fail_within_15s_and_reads_do_not_hang(
+        cluster, survivor_role):
+    c = cluster
+    leader = c.wait_leader()
+    s = leader if survivor_role == "leader" else c.followers(leader)[0]
+    assert c.sh(s, "echo keep > existing").ok
+    for i in c.ids():
+        if i != s:
+            c.kill(i)
+
+    for cmd in ("echo x > new-file", "echo x > existing"):
+        r = c.sh(s, cmd, timeout=30)
+        assert not r.timed_out and r.elapsed < 15.0, (
+            "`%s` with no quorum did not return within 15 s: %r" % (cmd, r))
+        assert r.rc != 0, "`%s` with no quorum succeeded: %r" % (cmd, r)
+
+    r = c.cat(s, "existing", timeout=30)
+    assert not r.timed_out and r.elapsed < 15.0, r
+    if r.ok:
+        assert r.out == b"keep\n", r
+
+    r = c.cli("set", "noquorum", "v", nodes=[s], timeout=30)
+    assert r.rc == 3 and r.elapsed < 15.0, r
+    assert r.err.strip(), r
+    r = c.cli("get", "noquorum", nodes=[s], timeout=30)
+    assert not r.timed_out and r.elapsed < 15.0, r
+    assert r.rc == 3, r
+
+    # Quorum back: the cluster works again and the file holds one of the
+    # two values (a write that timed out may still have committed).
+    for i in c.ids():
+        if i != s:
+            c.restart(i)
+    c.wait_leader(timeout=10)
+    r = c.sh(s, "echo again > existing")
+    assert r.ok, r
+    for i in c.ids():
+        read_linearizable(c, i, "existing", b"again\n")
+
+
+def test_status_with_a_node_down_shows_it_unreachable_and_exits_0(cluster):
+    c = cluster
+    leader = c.wait_leader()
+    down = c.followers(leader)[0]
+    c.kill(down)
+    r = c.cli("status")
+    assert r.rc == 0 and not r.timed_out, r
+    lines = r.text.splitlines()
+    assert len(lines) == 3, r
+    rows = {int(l.split()[0]): l.split() for l in lines}
+    assert rows[down] == [str(down), c.nodes[down].addr, "unreachable"], r
+    for i in c.ids():
+        if i != down:
+            assert len(rows[i]) == 7, r
+            assert rows[i][1] == c.nodes[i].addr
+            assert int(rows[i][6]) == leader, r
+    assert rows[leader][2] == "leader", r
+
+
+def test_sigstop_leader_others_take_over_and_it_rejoins_after_sigcont(
+        cluster):
+    c = cluster
+    old = c.wait_leader()
+    assert c.sh(old, "echo v1 > paused").ok
+    c.stop(old)
+    new = c.wait_leader(timeout=5.0)
+    assert new != old
+    r = c.sh(new, "echo v2 > paused")
+    assert r.ok, r
+    c.cont(old)
+    # The deposed leader must not answer from its old state.
+    read_linearizable(c, old, "paused", b"v2\n")
+    c.wait_leader(timeout=5.0)
+    r = c.sh(old, "echo v3 > paused")
+    assert r.ok, r
+    for i in c.ids():
+        assert c.read(i, "paused") == b"v3\n"
+
+
+def test_sigterm_and_sigint_exit_0_and_unmount(cluster):
+    c = cluster
+    leader = c.wait_leader()
+    order = c.followers(leader) + [leader]
+    sigs = [signal.SIGTERM, signal.SIGTERM, signal.SIGINT]
+    for i, sig in zip(order, sigs):
+        rc = c.terminate(i, sig=sig, timeout=10)
+        assert rc == 0, "node %d after %s: exit status %r" % (i, sig.name,
+                                                             rc)
+        assert ck.mounts_at(c.nodes[i].mount) == [], (
+            "node %d left its mount after %s" % (i, sig.name))

@@ -1,0 +1,145 @@
+"""ikada-server refuses bad input at once: exit status 2, a one-line message,
+nothing written."""
+
+import os
+import signal
+import socket
+
+import pytest
+
+import cluster as ck
+
+
+@pytest.fixture
+def setup(tmp_path):
+    if not os.access(ck.SERVER, os.X_OK):
+        pytest.fail("%s is missing" % ck.SERVER)
+    ports = ck.free_ports(3)
+    spec = ",".join("%d=127.0.0.1:%d" % (i + 1, p) for i, p in
+                    enumerate(ports))
+    return tmp_path, ports, spec
+
+
+def message_lines(r):
+    return [l for l in (r.text + r.errtext).splitlines() if l.strip()]
+
+
+def assert_refused(r, data, mount):
+    assert not r.timed_out, r
+    assert r.rc == 2, r
+    assert len(message_lines(r)) == 1, "want a one-line message: %r" % r
+    assert not os.path.exists(data) or os.listdir(data) == [], (
+        "something was written to %s: %r" % (data, os.listdir(data)))
+    assert ck.mounts_at(mount) == []
+
+
+def test_help_exits_0_with_usage_on_stdout():
+    r = ck.run([ck.SERVER, "--help"])
+    assert r.rc == 0, r
+    for flag in (b"--id", b"--cluster", b"--data", b"--mount"):
+        assert flag in r.out, r
+
+
+BAD = {
+    "unknown-flag": lambda a: a + ["--no-such-flag"],
+    "unknown-flag-with-value": lambda a: a + ["--frobnicate", "3"],
+    "missing-id": lambda a: a[2:],
+    "id-not-a-number": lambda a: ["--id", "one"] + a[2:],
+    "id-zero": lambda a: ["--id", "0"] + a[2:],
+    "id-not-in-cluster": lambda a: ["--id", "4"] + a[2:],
+    "missing-cluster": lambda a: a[:2] + a[4:],
+    "cluster-without-port": lambda a: a[:3] + ["1=127.0.0.1"] + a[4:],
+    "cluster-garbage": lambda a: a[:3] + ["garbage"] + a[4:],
+    "cluster-port-out-of-range": lambda a: a[:3] + [
+        "1=127.0.0.1:99999"] + a[4:],
+    "cluster-duplicate-id": lambda a: a[:3] + [
+        a[3].split(",")[0] + "," + a[3].split(",")[0]] + a[4:],
+    "missing-data": lambda a: a[:4] + a[6:],
+    "flag-without-value": lambda a: a + ["--heartbeat-ms"],
+    "election-timeout-not-a-number": lambda a: a + [
+        "--election-timeout-ms", "soon"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_flags_exit_2_with_one_line(setup, case):
+    tmp, ports, spec = setup
+    data, mount = str(tmp / "data"), str(tmp / "mnt")
+    good = ["--id", "1", "--cluster", spec, "--data", data, "--mount", mount]
+    r = ck.run([ck.SERVER] + BAD[case](good), timeout=5)
+    if r.timed_out:
+        ck.run(["fusermount3", "-u", "-z", mount])
+    assert_refused(r, data, mount)
+
+
+def test_port_in_use_exits_2_with_one_line(setup):
+    tmp, ports, spec = setup
+    data, mount = str(tmp / "data"), str(tmp / "mnt")
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind(("127.0.0.1", ports[0]))
+        holder.listen(4)
+        r = ck.run([ck.SERVER, "--id", "1", "--cluster", spec, "--data",
+                    data, "--mount", mount], timeout=10)
+    finally:
+        holder.close()
+    if r.timed_out:
+        ck.run(["fusermount3", "-u", "-z", mount])
+    assert_refused(r, data, mount)
+
+
+def test_unusable_data_folder_exits_2_with_one_line(setup):
+    tmp, ports, spec = setup
+    data, mount = str(tmp / "a-file"), str(tmp / "mnt")
+    with open(data, "w") as f:
+        f.write("not a folder\n")
+    r = ck.run([ck.SERVER, "--id", "1", "--cluster", spec, "--data", data,
+                "--mount", mount], timeout=10)
+    if r.timed_out:
+        ck.run(["fusermount3", "-u", "-z", mount])
+    assert not r.timed_out and r.rc == 2, r
+    assert len(message_lines(r)) == 1, r
+    with open(data) as f:
+        assert f.read() == "not a folder\n"
+
+
+def test_data_folder_of_another_node_exits_2_and_is_left_unchanged(setup):
+    tmp, ports, spec = setup
+    data = str(tmp / "data")
+    c = ck.Cluster(n=3, name="other-id")
+    try:
+        # Node 1 alone initializes its folder (it cannot win an election).
+        c.start_node(1)
+        assert c.terminate(1) == 0
+        data = c.nodes[1].data
+        before = ck.tree_digest(data)
+        assert len(before) > 1, "node 1 wrote nothing to %s" % data
+
+        mount = os.path.join(c.root, "m-other")
+        r = ck.run([ck.SERVER, "--id", "2", "--cluster", c.spec, "--data",
+                    data, "--mount", mount], timeout=10)
+        if r.timed_out:
+            ck.run(["fusermount3", "-u", "-z", mount])
+        assert not r.timed_out and r.rc == 2, r
+        assert len(message_lines(r)) == 1, r
+        assert ck.tree_digest(data) == before
+        assert ck.mounts_at(mount) == []
+    except BaseException:
+        print(c.logs_report())
+        c.close(keep=True)
+        raise
+    c.close()
+
+
+def test_restart_with_its_own_data_folder_works(setup):
+    c = ck.Cluster(n=3, name="own-id")
+    try:
+        c.start_node(1)
+        assert c.terminate(1, sig=signal.SIGTERM) == 0
+        c.start_node(1)
+        assert c.ikada(1, "id") == "1"
+    except BaseException:
+        print(c.logs_report())
+        c.close(keep=True)
+        raise
+    c.close()

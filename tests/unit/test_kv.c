@@ -1,0 +1,1481 @@
+/* Unit tests of kv/: commands, the store, the state machine, the reader. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <msgpack.h>
+
+#include "../../kv/cmd.h"
+#include "../../kv/reader.h"
+#include "../../kv/sm.h"
+#include "../../kv/store.h"
+#include "../../raft/ikd.h"
+
+#define MIB (1024u * 1024u)
+
+/* Helpers -------------------------------------------------------------- */
+
+static int rm_cb(const char *path,
+                 const struct stat *st,
+                 int flag,
+                 struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static char *tmp_dir(void)
+{
+    char *dir = strdup("/tmp/ikada-kv-XXXXXX");
+
+    assert_non_null(dir);
+    assert_non_null(mkdtemp(dir));
+    return dir;
+}
+
+static void tmp_remove(char *dir)
+{
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+}
+
+static const struct kv_sm fsm = {&kv_fsm_ops, NULL};
+
+/* A store, a reader on it, and the index and clock of the next command. */
+struct fx
+{
+    char *dir;
+    struct kv_store *s;
+    struct kv_reader *r;
+    raft_index_t last;
+    int64_t clock;
+};
+
+static int fx_setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+
+    assert_non_null(f);
+    f->dir = tmp_dir();
+    assert_int_equal(kv_store_open(f->dir, 1, &fsm, &f->s), 0);
+    assert_int_equal(kv_reader_open(f->dir, &f->r), 0);
+    *state = f;
+    return 0;
+}
+
+static int fx_teardown(void **state)
+{
+    struct fx *f = *state;
+
+    kv_reader_close(f->r);
+    kv_store_close(f->s);
+    tmp_remove(f->dir);
+    free(f);
+    return 0;
+}
+
+static struct kv_cmd cmd_new(struct fx *f, uint8_t op)
+{
+    struct kv_cmd c = {0};
+
+    c.op = op;
+    f->clock += 1000;
+    c.time_ns = f->clock;
+    c.max_bytes = 4 * MIB;
+    return c;
+}
+
+/* Append c to the log and apply it in one batch; returns its result. */
+static struct kv_sm_result run(struct fx *f, const struct kv_cmd *c)
+{
+    struct kv_sm_result res = {.status = 1};
+    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_COMMAND};
+    struct kv_batch b = {0};
+    uint8_t *buf;
+    size_t len;
+
+    assert_int_equal(kv_cmd_encode(c, &buf, &len), 0);
+    e.len = (uint32_t)len;
+    e.data = buf;
+    b.log_from = f->last + 1;
+    b.entries = &e;
+    b.n_entries = 1;
+    b.apply_from = f->last + 1;
+    b.apply = &e;
+    b.n_apply = 1;
+    b.results = &res;
+    assert_int_equal(kv_store_write(f->s, &b), 0);
+    f->last++;
+    free(buf);
+    return res;
+}
+
+static struct kv_sm_result put(struct fx *f, const char *key, const char *v)
+{
+    struct kv_cmd c = cmd_new(f, KV_OP_PUT);
+
+    c.path = key;
+    c.path_len = strlen(key);
+    c.data = (const uint8_t *)v;
+    c.data_len = strlen(v);
+    return run(f, &c);
+}
+
+static struct kv_sm_result del(struct fx *f, const char *key)
+{
+    struct kv_cmd c = cmd_new(f, KV_OP_DEL);
+
+    c.path = key;
+    c.path_len = strlen(key);
+    return run(f, &c);
+}
+
+/* CREATE, MKDIR, UNLINK and RMDIR: an op on an entry of a folder. */
+static struct kv_sm_result entry_op(struct fx *f,
+                                    uint8_t op,
+                                    uint64_t parent,
+                                    const char *name,
+                                    uint32_t mode,
+                                    uint32_t flags)
+{
+    struct kv_cmd c = cmd_new(f, op);
+
+    c.parent = parent;
+    c.path = name;
+    c.path_len = strlen(name);
+    c.mode = mode;
+    c.flags = flags;
+    return run(f, &c);
+}
+
+static struct kv_sm_result ren(struct fx *f,
+                               uint64_t parent,
+                               const char *name,
+                               uint64_t new_parent,
+                               const char *new_name,
+                               uint32_t flags)
+{
+    struct kv_cmd c = cmd_new(f, KV_OP_RENAME);
+
+    c.parent = parent;
+    c.path = name;
+    c.path_len = strlen(name);
+    c.new_parent = new_parent;
+    c.new_name = new_name;
+    c.new_name_len = strlen(new_name);
+    c.flags = flags;
+    return run(f, &c);
+}
+
+static struct kv_sm_result wr(struct fx *f,
+                              uint64_t ino,
+                              uint64_t offset,
+                              const void *data,
+                              size_t len)
+{
+    struct kv_cmd c = cmd_new(f, KV_OP_WRITE);
+
+    c.ino = ino;
+    c.offset = offset;
+    c.data = data;
+    c.data_len = len;
+    return run(f, &c);
+}
+
+static struct kv_sm_result setattr(struct fx *f,
+                                   uint64_t ino,
+                                   uint32_t valid,
+                                   uint64_t size,
+                                   uint32_t mode,
+                                   int64_t mtime_ns)
+{
+    struct kv_cmd c = cmd_new(f, KV_OP_SETATTR);
+
+    c.ino = ino;
+    c.valid = valid;
+    c.size = size;
+    c.mode = mode;
+    c.mtime_ns = mtime_ns;
+    return run(f, &c);
+}
+
+/* The value of key as a NUL-terminated string, or NULL with *rv set. */
+static char *get(struct fx *f, const char *key, int *rv)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    char *s;
+
+    *rv = kv_reader_get(f->r, key, strlen(key), &v, &len);
+    if (*rv != 0) {
+        return NULL;
+    }
+    s = malloc(len + 1);
+    assert_non_null(s);
+    memcpy(s, v, len);
+    s[len] = '\0';
+    free(v);
+    return s;
+}
+
+static void assert_value(struct fx *f, const char *key, const char *want)
+{
+    int rv;
+    char *v = get(f, key, &rv);
+
+    assert_int_equal(rv, 0);
+    assert_string_equal(v, want);
+    free(v);
+}
+
+static void assert_absent(struct fx *f, const char *key)
+{
+    int rv;
+
+    assert_null(get(f, key, &rv));
+    assert_int_equal(rv, -ENOENT);
+}
+
+static uint64_t ino_of(struct fx *f, uint64_t parent, const char *name)
+{
+    struct kv_attr a;
+
+    assert_int_equal(kv_reader_lookup(f->r, parent, name, strlen(name), &a), 0);
+    return a.ino;
+}
+
+/* Commands ------------------------------------------------------------ */
+
+static struct kv_cmd full_cmd(void)
+{
+    static const uint8_t data[] = {0, 1, 2, 0xff};
+    struct kv_cmd c = {0};
+
+    c.op = KV_OP_RENAME;
+    c.session = UINT64_MAX;
+    c.seq = 7;
+    c.time_ns = -123456789;
+    c.max_bytes = 4 * MIB;
+    c.ino = 65;
+    c.parent = 1;
+    c.new_parent = 1ull << 40;
+    c.path = "dir/name";
+    c.path_len = 8;
+    c.new_name = "other";
+    c.new_name_len = 5;
+    c.offset = 1ull << 33;
+    c.size = 12;
+    c.mode = 0100644;
+    c.flags = KV_F_NOREPLACE;
+    c.valid = KV_SET_SIZE | KV_SET_MTIME;
+    c.mtime_ns = INT64_MIN;
+    c.data = data;
+    c.data_len = sizeof(data);
+    return c;
+}
+
+static void test_cmd_round_trip(void **state)
+{
+    struct kv_cmd c = full_cmd();
+    struct kv_cmd d;
+    uint8_t *buf;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(kv_cmd_encode(&c, &buf, &len), 0);
+    assert_int_equal(kv_cmd_decode(buf, len, &d), 0);
+    assert_int_equal(d.op, c.op);
+    assert_true(d.session == c.session && d.seq == c.seq);
+    assert_true(d.time_ns == c.time_ns && d.max_bytes == c.max_bytes);
+    assert_true(d.ino == c.ino && d.parent == c.parent);
+    assert_true(d.new_parent == c.new_parent && d.offset == c.offset);
+    assert_true(d.size == c.size && d.mode == c.mode);
+    assert_true(d.flags == c.flags && d.valid == c.valid);
+    assert_true(d.mtime_ns == c.mtime_ns);
+    assert_int_equal(d.path_len, c.path_len);
+    assert_memory_equal(d.path, c.path, c.path_len);
+    assert_int_equal(d.new_name_len, c.new_name_len);
+    assert_memory_equal(d.new_name, c.new_name, c.new_name_len);
+    assert_int_equal(d.data_len, c.data_len);
+    assert_memory_equal(d.data, c.data, c.data_len);
+    /* Decoded strings point into the buffer. */
+    assert_true((const uint8_t *)d.path >= buf &&
+                (const uint8_t *)d.path + d.path_len <= buf + len);
+    assert_true(d.data >= buf && d.data + d.data_len <= buf + len);
+    free(buf);
+}
+
+static void test_cmd_round_trip_empty_fields(void **state)
+{
+    struct kv_cmd c = {.op = KV_OP_DEL};
+    struct kv_cmd d;
+    uint8_t *buf;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(kv_cmd_encode(&c, &buf, &len), 0);
+    assert_int_equal(kv_cmd_decode(buf, len, &d), 0);
+    assert_int_equal(d.op, KV_OP_DEL);
+    assert_int_equal(d.path_len, 0);
+    assert_int_equal(d.data_len, 0);
+    free(buf);
+}
+
+static void test_cmd_decode_truncated(void **state)
+{
+    struct kv_cmd c = full_cmd();
+    struct kv_cmd d;
+    uint8_t *buf;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(kv_cmd_encode(&c, &buf, &len), 0);
+    for (size_t n = 0; n < len; n++) {
+        /* A copy of exactly n bytes, so reading past it is caught. */
+        uint8_t *p = malloc(n + 1);
+        assert_non_null(p);
+        memcpy(p, buf, n);
+        assert_int_equal(kv_cmd_decode(p, n, &d), IKD_EMALFORMED);
+        free(p);
+    }
+    assert_int_equal(kv_cmd_decode(NULL, 0, &d), IKD_EMALFORMED);
+    free(buf);
+}
+
+/* Pack a command array by hand: field i is replaced by what bad() packs
+ * when i == which; n fields in all. */
+static void pack_fields(msgpack_packer *pk, uint32_t n, int which, int bad)
+{
+    msgpack_pack_array(pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        if ((int)i != which) {
+            if (i == 9 || i == 10 || i == 17) {
+                msgpack_pack_bin(pk, 0);
+            } else {
+                msgpack_pack_uint64(pk, 1);
+            }
+            continue;
+        }
+        switch (bad) {
+            case 0:
+                msgpack_pack_str_with_body(pk, "x", 1);
+                break;
+            case 1:
+                msgpack_pack_int64(pk, -1);
+                break;
+            case 2:
+                msgpack_pack_array(pk, 0);
+                break;
+            case 3:
+                msgpack_pack_uint64(pk, 1ull << 32);
+                break;
+            case 4:
+                msgpack_pack_nil(pk);
+                break;
+            case 5:
+                msgpack_pack_double(pk, 1.5);
+                break;
+            default:
+                msgpack_pack_uint64(pk, 99);
+                break;
+        }
+    }
+}
+
+static int decode_packed(uint32_t n, int which, int bad, bool trailing)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    struct kv_cmd d;
+    int rv;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pack_fields(&pk, n, which, bad);
+    if (trailing) {
+        msgpack_pack_nil(&pk);
+    }
+    rv = kv_cmd_decode((const uint8_t *)sb.data, sb.size, &d);
+    msgpack_sbuffer_destroy(&sb);
+    return rv;
+}
+
+static void test_cmd_decode_wrong_types(void **state)
+{
+    (void)state;
+    /* The hand-packed baseline decodes. */
+    assert_int_equal(decode_packed(18, -1, 0, false), 0);
+    assert_int_equal(decode_packed(18, -1, 0, true), IKD_EMALFORMED);
+    assert_int_equal(decode_packed(17, -1, 0, false), IKD_EMALFORMED);
+    assert_int_equal(decode_packed(19, -1, 0, false), IKD_EMALFORMED);
+    /* Unknown version, unknown ops. */
+    assert_int_equal(decode_packed(18, 0, 6, false), IKD_EMALFORMED);
+    assert_int_equal(decode_packed(18, 1, 6, false), IKD_EMALFORMED);
+    /* Every field refuses every wrong kind of value. */
+    for (int field = 0; field < 18; field++) {
+        for (int bad = 0; bad <= 5; bad++) {
+            bool wide = field == 2 || field == 3 || field == 5 ||
+                        (field >= 6 && field <= 8) || field == 11 ||
+                        field == 12;
+            bool is_signed = field == 4 || field == 16;
+            if ((bad == 3 && (wide || is_signed)) || (bad == 1 && is_signed)) {
+                continue; /* valid for that field */
+            }
+            assert_int_equal(decode_packed(18, field, bad, false),
+                             IKD_EMALFORMED);
+        }
+    }
+}
+
+static void test_cmd_decode_oversized(void **state)
+{
+    struct kv_cmd c = full_cmd();
+    struct kv_cmd d;
+    char *path = malloc(IKD_MAX_PATH_BYTES + 1);
+    uint8_t *buf;
+    size_t len;
+
+    (void)state;
+    assert_non_null(path);
+    memset(path, 'a', IKD_MAX_PATH_BYTES + 1);
+    c.path = path;
+    c.path_len = IKD_MAX_PATH_BYTES + 1;
+    assert_int_equal(kv_cmd_encode(&c, &buf, &len), 0);
+    assert_int_equal(kv_cmd_decode(buf, len, &d), IKD_EMALFORMED);
+    free(buf);
+    c.path_len = IKD_MAX_PATH_BYTES;
+    assert_int_equal(kv_cmd_encode(&c, &buf, &len), 0);
+    assert_int_equal(kv_cmd_decode(buf, len, &d), 0);
+    free(buf);
+    free(path);
+}
+
+static void test_cmd_decode_random_bytes(void **state)
+{
+    struct kv_cmd c = full_cmd();
+    struct kv_cmd d;
+    uint8_t *good;
+    size_t good_len;
+    uint8_t buf[512];
+    unsigned seed = 12345;
+
+    (void)state;
+    assert_int_equal(kv_cmd_encode(&c, &good, &good_len), 0);
+    assert_true(good_len <= sizeof(buf));
+    for (int i = 0; i < 20000; i++) {
+        size_t n = (size_t)rand_r(&seed) % sizeof(buf);
+        int rv;
+
+        if (i % 2 == 0) {
+            /* Pure noise, sometimes behind a valid array header. */
+            for (size_t j = 0; j < n; j++) {
+                buf[j] = (uint8_t)rand_r(&seed);
+            }
+            if (i % 4 == 0 && n >= 3) {
+                memcpy(buf, "\xdc\x00\x12", 3);
+            }
+        } else {
+            /* A valid command with a few bytes changed. */
+            n = good_len;
+            memcpy(buf, good, n);
+            for (int k = 0; k < 1 + rand_r(&seed) % 4; k++) {
+                buf[(size_t)rand_r(&seed) % n] = (uint8_t)rand_r(&seed);
+            }
+        }
+        rv = kv_cmd_decode(buf, n, &d);
+        assert_true(rv == 0 || rv == IKD_EMALFORMED);
+        if (rv == 0) {
+            assert_true(d.op >= KV_OP_PUT && d.op < KV_OP_END);
+            assert_true(d.path_len <= IKD_MAX_PATH_BYTES);
+        }
+    }
+    free(good);
+}
+
+static void test_key_check(void **state)
+{
+    static const char *const good[] = {
+        "a",  "a/b/c",   "a.b",      "..a",          "a..",
+        ".x", ".ikadax", "x/.ikada", "with space/é",
+    };
+    static const char *const bad[] = {
+        "",     "/a",   "a/",     "a//b", ".",         "..",    "a/./b",
+        "a/..", "../a", ".ikada", "/",    ".ikada/id", "a/b/.", "a/../b",
+    };
+    char big[IKD_MAX_PATH_BYTES + 2];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_int_equal(kv_key_check(good[i], strlen(good[i])), 0);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(kv_key_check(bad[i], strlen(bad[i])), -EINVAL);
+    }
+    assert_int_equal(kv_key_check("a\0b", 3), -EINVAL);
+
+    /* Component and total lengths. */
+    memset(big, 'x', sizeof(big));
+    assert_int_equal(kv_key_check(big, IKD_MAX_NAME_BYTES), 0);
+    assert_int_equal(kv_key_check(big, IKD_MAX_NAME_BYTES + 1), -EINVAL);
+    for (size_t i = 200; i < sizeof(big); i += 201) {
+        big[i] = '/';
+    }
+    assert_int_equal(kv_key_check(big, IKD_MAX_PATH_BYTES), 0);
+    assert_int_equal(kv_key_check(big, IKD_MAX_PATH_BYTES + 1), -EINVAL);
+}
+
+static void test_name_check(void **state)
+{
+    char big[IKD_MAX_NAME_BYTES + 1];
+
+    (void)state;
+    assert_int_equal(kv_name_check("a", 1), 0);
+    assert_int_equal(kv_name_check(".ikada", 6), 0);
+    assert_int_equal(kv_name_check("", 0), -EINVAL);
+    assert_int_equal(kv_name_check(".", 1), -EINVAL);
+    assert_int_equal(kv_name_check("..", 2), -EINVAL);
+    assert_int_equal(kv_name_check("a/b", 3), -EINVAL);
+    assert_int_equal(kv_name_check("a\0", 2), -EINVAL);
+    memset(big, 'n', sizeof(big));
+    assert_int_equal(kv_name_check(big, IKD_MAX_NAME_BYTES), 0);
+    assert_int_equal(kv_name_check(big, sizeof(big)), -ENAMETOOLONG);
+}
+
+/* The store ----------------------------------------------------------- */
+
+static char *db_path(const char *dir)
+{
+    char *p;
+
+    if (asprintf(&p, "%s/%s", dir, KV_DB_NAME) < 0) {
+        abort();
+    }
+    return p;
+}
+
+/* The bytes of a file, for comparing before and after. */
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    uint8_t *buf;
+    long n;
+
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+    n = ftell(fp);
+    assert_true(n >= 0);
+    rewind(fp);
+    buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void test_store_open_reopen_node_id(void **state)
+{
+    char *dir = tmp_dir();
+    char *path = db_path(dir);
+    struct kv_store *s;
+    struct kv_state st;
+    uint8_t *before;
+    uint8_t *after;
+    size_t n1;
+    size_t n2;
+
+    (void)state;
+    assert_int_equal(kv_store_open(dir, 3, &fsm, &s), 0);
+    assert_int_equal(kv_store_load(s, &st), 0);
+    assert_true(st.term == 0 && st.vote == 0 && st.applied == 0);
+    assert_true(st.first_index == 1 && st.n_entries == 0);
+    kv_state_free(&st);
+    kv_store_close(s);
+
+    assert_int_equal(kv_store_open(dir, 3, &fsm, &s), 0);
+    kv_store_close(s);
+
+    /* Another node's id: refused, and the file is left as it was. */
+    before = slurp(path, &n1);
+    assert_int_equal(kv_store_open(dir, 4, &fsm, &s), IKD_ENODEID);
+    after = slurp(path, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(before, after, n1);
+    free(before);
+    free(after);
+
+    free(path);
+    tmp_remove(dir);
+}
+
+static void write_file(const char *path, const void *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    fclose(fp);
+}
+
+static void test_store_refuses_foreign_files(void **state)
+{
+    char *dir = tmp_dir();
+    char *path = db_path(dir);
+    char junk[8192];
+    struct kv_store *s = NULL;
+    char *missing;
+
+    (void)state;
+    /* Not a database at all. */
+    memset(junk, 'j', sizeof(junk));
+    write_file(path, junk, sizeof(junk));
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), IKD_ECORRUPT);
+    unlink(path);
+
+    /* A database, but not ours. */
+    {
+        struct kv_store *tmp;
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(
+            sqlite3_exec(db, "CREATE TABLE t(x)", NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+        assert_int_equal(kv_store_open(dir, 1, &fsm, &tmp), IKD_ECORRUPT);
+        unlink(path);
+    }
+
+    /* An empty file is a new database. */
+    write_file(path, "", 0);
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    kv_store_close(s);
+
+    assert_true(asprintf(&missing, "%s/nope", dir) > 0);
+    assert_int_equal(kv_store_open(missing, 1, &fsm, &s), -ENOENT);
+    free(missing);
+    free(path);
+    tmp_remove(dir);
+}
+
+static uint8_t *encode_put(const char *key, const char *value, uint32_t *len)
+{
+    struct kv_cmd c = {.op = KV_OP_PUT, .max_bytes = MIB, .time_ns = 5};
+    uint8_t *buf;
+    size_t n;
+
+    c.path = key;
+    c.path_len = strlen(key);
+    c.data = (const uint8_t *)value;
+    c.data_len = strlen(value);
+    assert_int_equal(kv_cmd_encode(&c, &buf, &n), 0);
+    *len = (uint32_t)n;
+    return buf;
+}
+
+static void test_store_batch_persists_atomically(void **state)
+{
+    char *dir = tmp_dir();
+    struct kv_store *s;
+    struct kv_reader *r;
+    struct kv_state st;
+    struct raft_entry e[3] = {
+        {.term = 2, .type = RAFT_ENTRY_NOOP},
+        {.term = 2, .type = RAFT_ENTRY_COMMAND},
+        {.term = 2, .type = RAFT_ENTRY_COMMAND},
+    };
+    struct kv_sm_result res[2];
+    struct kv_batch b = {
+        .hard_state = true,
+        .term = 2,
+        .vote = 3,
+        .log_from = 1,
+        .entries = e,
+        .n_entries = 3,
+        .apply_from = 1,
+        .apply = e,
+        .n_apply = 2,
+        .results = res,
+    };
+    uint8_t *v;
+    size_t len;
+
+    (void)state;
+    e[1].data = encode_put("a/b", "one", &e[1].len);
+    e[2].data = encode_put("c", "two", &e[2].len);
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    assert_int_equal(kv_store_write(s, &b), 0);
+    assert_int_equal(res[0].status, 0);
+    assert_int_equal(res[1].status, 0);
+    assert_int_equal(res[1].value, KV_FIRST_INO + 1); /* after folder a */
+    kv_store_close(s);
+
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    assert_int_equal(kv_store_load(s, &st), 0);
+    assert_int_equal(st.term, 2);
+    assert_int_equal(st.vote, 3);
+    assert_int_equal(st.applied, 2);
+    assert_int_equal(st.first_index, 1);
+    assert_int_equal(st.n_entries, 3);
+    assert_int_equal(st.entries[0].type, RAFT_ENTRY_NOOP);
+    assert_int_equal(st.entries[0].len, 0);
+    assert_int_equal(st.entries[2].len, e[2].len);
+    assert_memory_equal(st.entries[2].data, e[2].data, e[2].len);
+    kv_state_free(&st);
+
+    /* Entry 3 is stored but not applied yet. */
+    assert_int_equal(kv_reader_open(dir, &r), 0);
+    assert_int_equal(kv_reader_get(r, "a/b", 3, &v, &len), 0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(v, "one", 3);
+    free(v);
+    assert_int_equal(kv_reader_get(r, "c", 1, &v, &len), -ENOENT);
+
+    b = (struct kv_batch){
+        .apply_from = 3, .apply = &e[2], .n_apply = 1, .results = res};
+    assert_int_equal(kv_store_write(s, &b), 0);
+    assert_int_equal(kv_reader_get(r, "c", 1, &v, &len), 0);
+    free(v);
+
+    kv_reader_close(r);
+    kv_store_close(s);
+    free(e[1].data);
+    free(e[2].data);
+    tmp_remove(dir);
+}
+
+static void test_store_truncate_log(void **state)
+{
+    char *dir = tmp_dir();
+    struct kv_store *s;
+    struct kv_state st;
+    struct raft_entry e[5];
+    uint8_t byte[5] = {1, 2, 3, 4, 5};
+    struct raft_entry x = {.term = 7, .type = RAFT_ENTRY_COMMAND};
+    struct kv_batch b = {.log_from = 1, .entries = e, .n_entries = 5};
+
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        e[i] = (struct raft_entry){
+            .term = 1, .type = RAFT_ENTRY_COMMAND, .len = 1, .data = &byte[i]};
+    }
+    x.len = 1;
+    x.data = &byte[4];
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    assert_int_equal(kv_store_write(s, &b), 0);
+
+    /* Raft 5.3: a conflicting entry replaces it and all that follow. */
+    b = (struct kv_batch){.log_from = 3, .entries = &x, .n_entries = 1};
+    assert_int_equal(kv_store_write(s, &b), 0);
+    kv_store_close(s);
+
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    assert_int_equal(kv_store_load(s, &st), 0);
+    assert_int_equal(st.n_entries, 3);
+    assert_int_equal(st.entries[1].term, 1);
+    assert_int_equal(st.entries[1].data[0], 2);
+    assert_int_equal(st.entries[2].term, 7);
+    assert_int_equal(st.entries[2].data[0], 5);
+    kv_state_free(&st);
+
+    /* Truncation without new entries. */
+    b = (struct kv_batch){.log_from = 2};
+    assert_int_equal(kv_store_write(s, &b), 0);
+    assert_int_equal(kv_store_load(s, &st), 0);
+    assert_int_equal(st.n_entries, 1);
+    kv_state_free(&st);
+    kv_store_close(s);
+    tmp_remove(dir);
+}
+
+/* A state machine that applies for real, then fails at one index. */
+static uint64_t fail_at;
+static int apply_calls;
+
+static int failing_apply(void *ctx,
+                         sqlite3 *db,
+                         uint64_t index,
+                         const uint8_t *cmd,
+                         size_t len,
+                         struct kv_sm_result *res)
+{
+    int rv = kv_fsm_ops.apply(ctx, db, index, cmd, len, res);
+
+    apply_calls++;
+    return rv == 0 && index == fail_at ? -EIO : rv;
+}
+
+static const struct kv_sm_ops failing_ops = {
+    .init = NULL, /* the tables come from an earlier open */
+    .apply = failing_apply,
+};
+
+static void test_store_fault_rolls_back_everything(void **state)
+{
+    char *dir = tmp_dir();
+    struct kv_sm sm = {&failing_ops, NULL};
+    struct kv_store *s;
+    struct kv_state st;
+    struct kv_reader *r;
+    struct raft_entry e[2] = {{.term = 5, .type = RAFT_ENTRY_COMMAND},
+                              {.term = 5, .type = RAFT_ENTRY_COMMAND}};
+    struct kv_sm_result res[2];
+    struct kv_batch b = {.hard_state = true,
+                         .term = 5,
+                         .vote = 2,
+                         .log_from = 1,
+                         .entries = e,
+                         .n_entries = 2,
+                         .apply_from = 1,
+                         .apply = e,
+                         .n_apply = 2,
+                         .results = res};
+    uint8_t *v;
+    size_t len;
+
+    (void)state;
+    e[0].data = encode_put("x", "1", &e[0].len);
+    e[1].data = encode_put("y", "2", &e[1].len);
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    kv_store_close(s);
+    assert_int_equal(kv_store_open(dir, 1, &sm, &s), 0);
+    fail_at = 2;
+    assert_int_equal(kv_store_write(s, &b), -EIO);
+
+    /* Nothing of the batch is visible: hard state, log, or state. */
+    assert_int_equal(kv_store_load(s, &st), 0);
+    assert_int_equal(st.term, 0);
+    assert_int_equal(st.applied, 0);
+    assert_int_equal(st.n_entries, 0);
+    kv_state_free(&st);
+    assert_int_equal(kv_reader_open(dir, &r), 0);
+    assert_int_equal(kv_reader_get(r, "x", 1, &v, &len), -ENOENT);
+
+    /* The same batch goes through once the fault is gone. */
+    fail_at = 0;
+    assert_int_equal(kv_store_write(s, &b), 0);
+    assert_int_equal(kv_reader_get(r, "y", 1, &v, &len), 0);
+    free(v);
+    kv_reader_close(r);
+    kv_store_close(s);
+    free(e[0].data);
+    free(e[1].data);
+    tmp_remove(dir);
+}
+
+static void test_store_noop_not_applied(void **state)
+{
+    char *dir = tmp_dir();
+    struct kv_sm sm = {&failing_ops, NULL};
+    struct kv_store *s;
+    struct kv_state st;
+    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_NOOP};
+    struct kv_sm_result res = {.status = 99, .value = 99};
+    struct kv_batch b = {.log_from = 1,
+                         .entries = &e,
+                         .n_entries = 1,
+                         .apply_from = 1,
+                         .apply = &e,
+                         .n_apply = 1,
+                         .results = &res};
+
+    (void)state;
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    kv_store_close(s);
+    assert_int_equal(kv_store_open(dir, 1, &sm, &s), 0);
+    apply_calls = 0;
+    fail_at = 1;
+    assert_int_equal(kv_store_write(s, &b), 0);
+    assert_int_equal(apply_calls, 0);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.value, 0);
+    assert_int_equal(kv_store_load(s, &st), 0);
+    assert_int_equal(st.applied, 1);
+    kv_state_free(&st);
+    kv_store_close(s);
+    tmp_remove(dir);
+}
+
+/* The state machine --------------------------------------------------- */
+
+static void test_fsm_put_get_del(void **state)
+{
+    struct fx *f = *state;
+    struct kv_sm_result res;
+    struct kv_attr root;
+    struct kv_attr a;
+    char *big;
+    struct kv_cmd c;
+
+    res = put(f, "a/b/c", "hello");
+    assert_int_equal(res.status, 0);
+    /* Inode numbers come from the counter: a, b, then c. */
+    assert_int_equal(res.value, KV_FIRST_INO + 2);
+    assert_value(f, "a/b/c", "hello");
+    assert_int_equal(kv_reader_getattr(f->r, ino_of(f, KV_ROOT_INO, "a"), &a),
+                     0);
+    assert_true(a.is_dir && a.mode == 0755 && a.nlink == 2);
+
+    /* Replace keeps the inode. */
+    res = put(f, "a/b/c", "bye");
+    assert_int_equal(res.value, KV_FIRST_INO + 2);
+    assert_value(f, "a/b/c", "bye");
+    assert_int_equal(put(f, "a/b", "x").status, -EISDIR);
+    assert_int_equal(put(f, "a/b/c/d", "x").status, -ENOTDIR);
+    assert_int_equal(put(f, "a//b", "x").status, -EINVAL);
+    assert_int_equal(put(f, ".ikada/x", "x").status, -EINVAL);
+    assert_int_equal(put(f, "empty", "").status, 0);
+    assert_value(f, "empty", "");
+
+    /* The size limit: exactly max_bytes fits, one more does not. */
+    big = malloc(4 * MIB + 1);
+    assert_non_null(big);
+    memset(big, 'z', 4 * MIB + 1);
+    c = cmd_new(f, KV_OP_PUT);
+    c.path = "big";
+    c.path_len = 3;
+    c.data = (const uint8_t *)big;
+    c.data_len = 4 * MIB + 1;
+    assert_int_equal(run(f, &c).status, -EFBIG);
+    c.data_len = 4 * MIB;
+    assert_int_equal(run(f, &c).status, 0);
+    assert_int_equal(kv_reader_getattr(f->r, ino_of(f, KV_ROOT_INO, "big"), &a),
+                     0);
+    assert_int_equal(a.size, 4 * MIB);
+    free(big);
+
+    assert_int_equal(del(f, "a/b").status, -EISDIR);
+    assert_int_equal(del(f, "nope").status, -ENOENT);
+    assert_int_equal(del(f, "a/b/c/d").status, -ENOENT);
+    res = del(f, "a/b/c");
+    assert_int_equal(res.status, 0);
+    assert_absent(f, "a/b/c");
+    assert_int_equal(kv_reader_getattr(f->r, KV_ROOT_INO, &root), 0);
+    assert_true(root.is_dir && root.mode == 0755);
+}
+
+static void test_fsm_create(void **state)
+{
+    struct fx *f = *state;
+    struct kv_sm_result res;
+    struct kv_attr a;
+    struct kv_attr root;
+    uint64_t ino;
+
+    res = entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "f", 0100640, 0);
+    assert_int_equal(res.status, 0);
+    ino = res.value;
+    assert_int_equal(ino, KV_FIRST_INO);
+    assert_int_equal(kv_reader_getattr(f->r, ino, &a), 0);
+    assert_true(!a.is_dir && a.mode == 0640 && a.size == 0 && a.nlink == 1);
+    assert_int_equal(a.mtime_ns, f->clock);
+    assert_int_equal(kv_reader_getattr(f->r, KV_ROOT_INO, &root), 0);
+    assert_int_equal(root.mtime_ns, f->clock);
+    assert_int_equal(root.ctime_ns, f->clock);
+
+    /* Opening it again returns the same file. */
+    res = entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "f", 0644, 0);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.value, ino);
+    assert_int_equal(
+        entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "f", 0644, KV_F_EXCL).status,
+        -EEXIST);
+
+    /* O_TRUNC empties it and updates its times. */
+    assert_int_equal(wr(f, ino, 0, "data", 4).status, 0);
+    res = entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "f", 0644, KV_F_TRUNC);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(kv_reader_getattr(f->r, ino, &a), 0);
+    assert_int_equal(a.size, 0);
+    assert_int_equal(a.mtime_ns, f->clock);
+
+    assert_int_equal(entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "d", 0700, 0).status,
+                     0);
+    assert_int_equal(
+        entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "d", 0644, 0).status, -EISDIR);
+    assert_int_equal(entry_op(f, KV_OP_CREATE, 999, "x", 0644, 0).status,
+                     -ENOENT);
+    assert_int_equal(entry_op(f, KV_OP_CREATE, ino, "x", 0644, 0).status,
+                     -ENOTDIR);
+    assert_int_equal(
+        entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "a/b", 0644, 0).status, -EINVAL);
+    assert_int_equal(
+        entry_op(f, KV_OP_CREATE, KV_ROOT_INO, ".ikada", 0644, 0).status,
+        -EINVAL);
+    {
+        char longname[IKD_MAX_NAME_BYTES + 2];
+        memset(longname, 'l', sizeof(longname) - 1);
+        longname[sizeof(longname) - 1] = '\0';
+        assert_int_equal(
+            entry_op(f, KV_OP_CREATE, KV_ROOT_INO, longname, 0644, 0).status,
+            -ENAMETOOLONG);
+    }
+}
+
+static void test_fsm_mkdir_rmdir_unlink(void **state)
+{
+    struct fx *f = *state;
+    struct kv_sm_result res;
+    struct kv_attr a;
+    uint64_t d;
+
+    res = entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "d", 040750, 0);
+    assert_int_equal(res.status, 0);
+    d = res.value;
+    assert_int_equal(kv_reader_getattr(f->r, d, &a), 0);
+    assert_true(a.is_dir && a.mode == 0750);
+    assert_int_equal(entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "d", 0755, 0).status,
+                     -EEXIST);
+    assert_int_equal(entry_op(f, KV_OP_CREATE, d, "f", 0644, 0).status, 0);
+
+    assert_int_equal(entry_op(f, KV_OP_RMDIR, KV_ROOT_INO, "d", 0, 0).status,
+                     -ENOTEMPTY);
+    assert_int_equal(entry_op(f, KV_OP_RMDIR, d, "f", 0, 0).status, -ENOTDIR);
+    assert_int_equal(entry_op(f, KV_OP_RMDIR, d, "g", 0, 0).status, -ENOENT);
+    assert_int_equal(entry_op(f, KV_OP_UNLINK, KV_ROOT_INO, "d", 0, 0).status,
+                     -EISDIR);
+    assert_int_equal(entry_op(f, KV_OP_UNLINK, d, "g", 0, 0).status, -ENOENT);
+
+    res = entry_op(f, KV_OP_UNLINK, d, "f", 0, 0);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(kv_reader_getattr(f->r, d, &a), 0);
+    assert_int_equal(a.mtime_ns, f->clock); /* its folder changed */
+    assert_int_equal(entry_op(f, KV_OP_RMDIR, KV_ROOT_INO, "d", 0, 0).status,
+                     0);
+    assert_int_equal(kv_reader_getattr(f->r, d, &a), -ENOENT);
+    /* Numbers are never reused. */
+    res = entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "d", 0755, 0);
+    assert_int_equal(res.value, d + 2);
+}
+
+static void test_fsm_rename(void **state)
+{
+    struct fx *f = *state;
+    struct kv_attr a;
+    uint64_t d1;
+    uint64_t d2;
+    uint64_t x;
+
+    put(f, "d1/sub/x", "X");
+    put(f, "d1/y", "Y");
+    put(f, "d2/z", "Z");
+    put(f, "e/keep", "K");
+    entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "empty", 0755, 0);
+    d1 = ino_of(f, KV_ROOT_INO, "d1");
+    d2 = ino_of(f, KV_ROOT_INO, "d2");
+    x = ino_of(f, ino_of(f, d1, "sub"), "x");
+
+    /* File over file: replaced atomically, the inode moves. */
+    assert_int_equal(ren(f, d1, "y", d2, "z", 0).status, 0);
+    assert_value(f, "d2/z", "Y");
+    assert_absent(f, "d1/y");
+    assert_int_equal(kv_reader_getattr(f->r, d1, &a), 0);
+    assert_int_equal(a.mtime_ns, f->clock);
+
+    /* Onto itself: nothing happens. */
+    assert_int_equal(ren(f, d2, "z", d2, "z", 0).status, 0);
+    assert_value(f, "d2/z", "Y");
+
+    /* Type clashes and missing entries. */
+    assert_int_equal(ren(f, d2, "z", KV_ROOT_INO, "empty", 0).status, -EISDIR);
+    assert_int_equal(ren(f, KV_ROOT_INO, "empty", d2, "z", 0).status, -ENOTDIR);
+    assert_int_equal(ren(f, KV_ROOT_INO, "empty", KV_ROOT_INO, "e", 0).status,
+                     -ENOTEMPTY);
+    assert_int_equal(ren(f, d2, "nope", d1, "n", 0).status, -ENOENT);
+    assert_int_equal(ren(f, d2, "z", 999, "n", 0).status, -ENOENT);
+    assert_int_equal(ren(f, d2, "z", x, "n", 0).status, -ENOTDIR);
+    assert_int_equal(ren(f, d2, "z", d1, "sub", KV_F_NOREPLACE).status,
+                     -EEXIST);
+    assert_int_equal(
+        ren(f, d2, "z", d1, "n", KV_F_NOREPLACE | KV_F_EXCHANGE).status,
+        -EINVAL);
+    assert_int_equal(ren(f, d2, "z", d1, "n", KV_F_EXCHANGE).status, -ENOENT);
+
+    /* A folder cannot move below itself. */
+    assert_int_equal(
+        ren(f, KV_ROOT_INO, "d1", ino_of(f, d1, "sub"), "d", 0).status,
+        -EINVAL);
+    assert_int_equal(ren(f, KV_ROOT_INO, "d1", d1, "d", 0).status, -EINVAL);
+
+    /* A folder keeps its children: O(1), the inode is the same. */
+    assert_int_equal(ren(f, KV_ROOT_INO, "d1", d2, "moved", 0).status, 0);
+    assert_value(f, "d2/moved/sub/x", "X");
+    assert_int_equal(ino_of(f, ino_of(f, d2, "moved"), "sub") != 0, 1);
+    assert_absent(f, "d1/sub/x");
+
+    /* A folder over an empty folder. */
+    assert_int_equal(ren(f, d2, "moved", KV_ROOT_INO, "empty", 0).status, 0);
+    assert_value(f, "empty/sub/x", "X");
+    assert_int_equal(ino_of(f, KV_ROOT_INO, "empty"), d1);
+
+    /* Exchange swaps a file and a folder. */
+    assert_int_equal(
+        ren(f, d2, "z", KV_ROOT_INO, "empty", KV_F_EXCHANGE).status, 0);
+    assert_value(f, "empty", "Y");
+    assert_value(f, "d2/z/sub/x", "X");
+    assert_int_equal(ino_of(f, d2, "z"), d1);
+    /* ... but not a folder with one of its own descendants. */
+    assert_int_equal(
+        ren(f, d2, "z", ino_of(f, d1, "sub"), "x", KV_F_EXCHANGE).status,
+        -EINVAL);
+    assert_int_equal(
+        ren(f, ino_of(f, d1, "sub"), "x", d2, "z", KV_F_EXCHANGE).status,
+        -EINVAL);
+}
+
+static void test_fsm_write_append(void **state)
+{
+    struct fx *f = *state;
+    struct kv_sm_result res;
+    struct kv_cmd c;
+    uint8_t buf[32];
+    size_t n;
+    uint64_t ino;
+    uint64_t d;
+
+    ino = entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "f", 0644, 0).value;
+    res = wr(f, ino, 0, "hello", 5);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.value, 5);
+    res = wr(f, ino, 1, "EL", 2);
+    assert_int_equal(res.value, 5);
+    assert_value(f, "f", "hELlo");
+
+    /* A hole reads as zeros. */
+    res = wr(f, ino, 8, "Z", 1);
+    assert_int_equal(res.value, 9);
+    assert_int_equal(kv_reader_read(f->r, ino, 0, sizeof(buf), buf, &n), 0);
+    assert_int_equal(n, 9);
+    assert_memory_equal(buf, "hELlo\0\0\0Z", 9);
+    assert_int_equal(kv_reader_read(f->r, ino, 7, 1, buf, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(buf[0], 0);
+    assert_int_equal(kv_reader_read(f->r, ino, 100, 4, buf, &n), 0);
+    assert_int_equal(n, 0);
+
+    c = cmd_new(f, KV_OP_APPEND);
+    c.ino = ino;
+    c.data = (const uint8_t *)"!!";
+    c.data_len = 2;
+    res = run(f, &c);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.value, 11);
+
+    /* The limit is on the end of the write. */
+    assert_int_equal(wr(f, ino, 4 * MIB - 1, "ab", 2).status, -EFBIG);
+    assert_int_equal(wr(f, ino, UINT64_MAX, "ab", 2).status, -EFBIG);
+    assert_int_equal(wr(f, ino, 4 * MIB - 1, "a", 1).status, 0);
+    assert_int_equal(wr(f, 999, 0, "a", 1).status, -ENOENT);
+    d = entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "d", 0755, 0).value;
+    assert_int_equal(wr(f, d, 0, "a", 1).status, -EISDIR);
+}
+
+static void test_fsm_setattr(void **state)
+{
+    struct fx *f = *state;
+    struct kv_sm_result res;
+    struct kv_attr a;
+    uint8_t buf[16];
+    size_t n;
+    uint64_t ino;
+    uint64_t d;
+
+    ino = put(f, "f", "abcdefgh").value;
+    res = setattr(f, ino, KV_SET_SIZE, 3, 0, 0);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(res.value, 3);
+    assert_value(f, "f", "abc");
+    /* Extending again shows zeros, not the old bytes. */
+    assert_int_equal(setattr(f, ino, KV_SET_SIZE, 6, 0, 0).status, 0);
+    assert_int_equal(kv_reader_read(f->r, ino, 0, sizeof(buf), buf, &n), 0);
+    assert_int_equal(n, 6);
+    assert_memory_equal(buf, "abc\0\0\0", 6);
+    assert_int_equal(wr(f, ino, 7, "x", 1).status, 0);
+    assert_int_equal(kv_reader_read(f->r, ino, 0, sizeof(buf), buf, &n), 0);
+    assert_memory_equal(buf, "abc\0\0\0\0x", 8);
+
+    res = setattr(f, ino, KV_SET_MODE | KV_SET_MTIME, 0, 0107777, 42);
+    assert_int_equal(res.status, 0);
+    assert_int_equal(kv_reader_getattr(f->r, ino, &a), 0);
+    assert_int_equal(a.mode, 07777);
+    assert_int_equal(a.mtime_ns, 42);
+    assert_int_equal(a.ctime_ns, f->clock);
+    assert_int_equal(a.size, 8);
+
+    assert_int_equal(setattr(f, ino, KV_SET_SIZE, 4 * MIB + 1, 0, 0).status,
+                     -EFBIG);
+    assert_int_equal(setattr(f, ino, KV_SET_SIZE, 4 * MIB, 0, 0).status, 0);
+    assert_int_equal(kv_reader_read(f->r, ino, 4 * MIB - 2, 8, buf, &n), 0);
+    assert_int_equal(n, 2);
+    assert_memory_equal(buf, "\0\0", 2);
+    assert_int_equal(setattr(f, ino, KV_SET_SIZE, 0, 0, 0).status, 0);
+    assert_value(f, "f", "");
+    assert_int_equal(setattr(f, 999, KV_SET_MODE, 0, 0644, 0).status, -ENOENT);
+    d = entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "d", 0755, 0).value;
+    assert_int_equal(setattr(f, d, KV_SET_SIZE, 0, 0, 0).status, -EISDIR);
+    assert_int_equal(setattr(f, d, KV_SET_MODE, 0, 0700, 0).status, 0);
+    assert_int_equal(kv_reader_getattr(f->r, d, &a), 0);
+    assert_int_equal(a.mode, 0700);
+}
+
+static void test_fsm_malformed_command_is_a_result(void **state)
+{
+    struct fx *f = *state;
+    struct raft_entry e = {.term = 1,
+                           .type = RAFT_ENTRY_COMMAND,
+                           .len = 3,
+                           .data = (uint8_t *)"bad"};
+    struct kv_sm_result res;
+    struct kv_batch b = {.log_from = f->last + 1,
+                         .entries = &e,
+                         .n_entries = 1,
+                         .apply_from = f->last + 1,
+                         .apply = &e,
+                         .n_apply = 1,
+                         .results = &res};
+
+    assert_int_equal(kv_store_write(f->s, &b), 0);
+    assert_int_equal(res.status, IKD_EMALFORMED);
+}
+
+/* Writing 4 MiB in 4 KiB chunks, one transaction each, as a copy does. */
+static void test_fsm_large_file_in_chunks(void **state)
+{
+    struct fx *f = *state;
+    uint8_t chunk[4096];
+    uint64_t ino;
+    uint8_t *v;
+    size_t len;
+    struct timespec t0;
+    struct timespec t1;
+
+    ino = entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "big", 0644, 0).value;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (uint32_t i = 0; i < 4 * MIB / sizeof(chunk); i++) {
+        struct kv_sm_result res;
+        memset(chunk, (int)(i & 0xff), sizeof(chunk));
+        res = wr(f, ino, (uint64_t)i * sizeof(chunk), chunk, sizeof(chunk));
+        assert_int_equal(res.status, 0);
+        assert_int_equal(res.value, (uint64_t)(i + 1) * sizeof(chunk));
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    print_message("4 MiB in 4 KiB writes: %.2f s\n",
+                  (double)(t1.tv_sec - t0.tv_sec) +
+                      (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+
+    assert_int_equal(kv_reader_get(f->r, "big", 3, &v, &len), 0);
+    assert_int_equal(len, 4 * MIB);
+    for (size_t i = 0; i < len; i += sizeof(chunk)) {
+        assert_int_equal(v[i], (i / sizeof(chunk)) & 0xff);
+        assert_int_equal(v[i + sizeof(chunk) - 1], (i / sizeof(chunk)) & 0xff);
+    }
+    free(v);
+}
+
+/* The reader ---------------------------------------------------------- */
+
+struct names
+{
+    char s[16][64];
+    uint64_t next[16];
+    int n;
+    int stop_after;
+};
+
+static int collect_cb(void *arg,
+                      const struct kv_attr *a,
+                      const char *name,
+                      uint64_t next_offset)
+{
+    struct names *ns = arg;
+
+    (void)a;
+    assert_true(ns->n < 16);
+    snprintf(ns->s[ns->n], sizeof(ns->s[0]), "%s", name);
+    ns->next[ns->n] = next_offset;
+    ns->n++;
+    return ns->n == ns->stop_after;
+}
+
+static void test_reader_readdir_offsets(void **state)
+{
+    struct fx *f = *state;
+    struct names ns = {.stop_after = 2};
+    struct names rest = {0};
+    uint64_t ino;
+
+    put(f, "d/b", "1");
+    put(f, "d/a", "2");
+    put(f, "d/c/x", "3");
+    ino = ino_of(f, KV_ROOT_INO, "d");
+
+    assert_int_equal(kv_reader_readdir(f->r, ino, 0, collect_cb, &ns), 0);
+    assert_int_equal(ns.n, 2);
+    assert_string_equal(ns.s[0], "b");
+    assert_string_equal(ns.s[1], "a");
+
+    /* Removing an entry already returned does not shift the rest. */
+    del(f, "d/b");
+    assert_int_equal(
+        kv_reader_readdir(f->r, ino, ns.next[1], collect_cb, &rest), 0);
+    assert_int_equal(rest.n, 1);
+    assert_string_equal(rest.s[0], "c");
+    rest.n = 0;
+    assert_int_equal(
+        kv_reader_readdir(f->r, ino, rest.next[0], collect_cb, &rest), 0);
+    assert_int_equal(rest.n, 0);
+
+    assert_int_equal(kv_reader_readdir(f->r, 999, 0, collect_cb, &rest),
+                     -ENOENT);
+    assert_int_equal(
+        kv_reader_readdir(f->r, ino_of(f, ino, "a"), 0, collect_cb, &rest),
+        -ENOTDIR);
+}
+
+static void test_reader_lookup_get(void **state)
+{
+    struct fx *f = *state;
+    struct kv_attr a;
+    uint8_t *v;
+    size_t len;
+    uint64_t file;
+
+    file = put(f, "a/f", "v").value;
+    assert_int_equal(kv_reader_lookup(f->r, KV_ROOT_INO, "a", 1, &a), 0);
+    assert_true(a.is_dir && a.nlink == 2 && a.size == 0);
+    assert_int_equal(kv_reader_lookup(f->r, a.ino, "f", 1, &a), 0);
+    assert_int_equal(a.ino, file);
+    assert_true(!a.is_dir && a.nlink == 1 && a.size == 1);
+    assert_int_equal(kv_reader_lookup(f->r, KV_ROOT_INO, "zz", 2, &a), -ENOENT);
+    assert_int_equal(kv_reader_lookup(f->r, file, "x", 1, &a), -ENOTDIR);
+    assert_int_equal(kv_reader_lookup(f->r, 999, "x", 1, &a), -ENOENT);
+
+    assert_int_equal(kv_reader_get(f->r, "a", 1, &v, &len), -ENOENT);
+    assert_int_equal(kv_reader_get(f->r, "a/f/g", 5, &v, &len), -ENOENT);
+    assert_int_equal(kv_reader_get(f->r, "/a/f", 4, &v, &len), -EINVAL);
+    assert_int_equal(kv_reader_read(f->r, ino_of(f, KV_ROOT_INO, "a"), 0, 1,
+                                    (uint8_t *)&v, &len),
+                     -EISDIR);
+}
+
+struct keys
+{
+    char *all;
+    int n;
+    int stop_after;
+};
+
+static int list_cb(void *arg, const char *key, size_t len)
+{
+    struct keys *k = arg;
+    size_t old = k->all != NULL ? strlen(k->all) : 0;
+
+    assert_int_equal(strlen(key), len);
+    k->all = realloc(k->all, old + len + 2);
+    assert_non_null(k->all);
+    memcpy(k->all + old, key, len);
+    k->all[old + len] = ' ';
+    k->all[old + len + 1] = '\0';
+    k->n++;
+    return k->n == k->stop_after;
+}
+
+static void assert_list(struct fx *f, const char *prefix, const char *want)
+{
+    struct keys k = {0};
+
+    assert_int_equal(kv_reader_list(f->r, prefix, strlen(prefix), list_cb, &k),
+                     0);
+    assert_string_equal(k.all != NULL ? k.all : "", want);
+    free(k.all);
+}
+
+static void test_reader_list(void **state)
+{
+    struct fx *f = *state;
+    struct keys k = {.stop_after = 2};
+
+    put(f, "a/b", "1");
+    put(f, "a-c", "2");
+    put(f, "a/z/y", "3");
+    put(f, "ab", "4");
+    put(f, "b", "5");
+    entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "emptydir", 0755, 0);
+
+    /* Byte order of whole keys: '-' < '/' < 'b'. */
+    assert_list(f, "", "a-c a/b a/z/y ab b ");
+    assert_list(f, "a", "a-c a/b a/z/y ab ");
+    assert_list(f, "a/", "a/b a/z/y ");
+    assert_list(f, "a/z", "a/z/y ");
+    assert_list(f, "a/b", "a/b ");
+    assert_list(f, "a/bc", "");
+    assert_list(f, "c", "");
+    assert_list(f, "emptydir", "");
+
+    assert_int_equal(kv_reader_list(f->r, "", 0, list_cb, &k), 0);
+    assert_int_equal(k.n, 2);
+    free(k.all);
+}
+
+static void test_reader_sees_writer_commits(void **state)
+{
+    struct fx *f = *state;
+    struct kv_attr a;
+
+    /* The reader was opened before any of these commits. */
+    assert_int_equal(kv_reader_lookup(f->r, KV_ROOT_INO, "k", 1, &a), -ENOENT);
+    put(f, "k", "first");
+    assert_value(f, "k", "first");
+    put(f, "k", "second");
+    assert_value(f, "k", "second");
+    del(f, "k");
+    assert_absent(f, "k");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cmd_round_trip),
+        cmocka_unit_test(test_cmd_round_trip_empty_fields),
+        cmocka_unit_test(test_cmd_decode_truncated),
+        cmocka_unit_test(test_cmd_decode_wrong_types),
+        cmocka_unit_test(test_cmd_decode_oversized),
+        cmocka_unit_test(test_cmd_decode_random_bytes),
+        cmocka_unit_test(test_key_check),
+        cmocka_unit_test(test_name_check),
+        cmocka_unit_test(test_store_open_reopen_node_id),
+        cmocka_unit_test(test_store_refuses_foreign_files),
+        cmocka_unit_test(test_store_batch_persists_atomically),
+        cmocka_unit_test(test_store_truncate_log),
+        cmocka_unit_test(test_store_fault_rolls_back_everything),
+        cmocka_unit_test(test_store_noop_not_applied),
+#define FX(t) cmocka_unit_test_setup_teardown(t, fx_setup, fx_teardown)
+        FX(test_fsm_put_get_del),
+        FX(test_fsm_create),
+        FX(test_fsm_mkdir_rmdir_unlink),
+        FX(test_fsm_rename),
+        FX(test_fsm_write_append),
+        FX(test_fsm_setattr),
+        FX(test_fsm_malformed_command_is_a_result),
+        FX(test_fsm_large_file_in_chunks),
+        FX(test_reader_readdir_offsets),
+        FX(test_reader_lookup_get),
+        FX(test_reader_list),
+        FX(test_reader_sees_writer_commits),
+#undef FX
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
