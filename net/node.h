@@ -14,7 +14,8 @@
 #include "../raft/raft.h"
 #include "transport.h"
 
-struct node_config {
+struct node_config
+{
     raft_id_t id;
     struct net_peer peers[IKD_MAX_NODES]; /* includes this node */
     size_t n_peers;
@@ -31,7 +32,8 @@ struct node;
 /* Open the data folder, load the durable state, start listening and
  * connecting.  Returns 0; IKD_ENODEID, -EADDRINUSE, or another negative
  * code with nothing left running. */
-int node_start(uv_loop_t *loop, const struct node_config *cfg,
+int node_start(uv_loop_t *loop,
+               const struct node_config *cfg,
                struct node **out);
 
 /* Fail every pending request with IKD_ESHUTDOWN, stop the transport and
@@ -48,8 +50,11 @@ typedef void (*node_propose_cb)(void *arg, int status, uint64_t value);
  * leader; either way cb runs once the command is applied here, or fails,
  * always within the request timeout.  Returns 0, or a negative code with no
  * callback. */
-int node_propose(struct node *n, const uint8_t *cmd, size_t len,
-                 node_propose_cb cb, void *arg);
+int node_propose(struct node *n,
+                 const uint8_t *cmd,
+                 size_t len,
+                 node_propose_cb cb,
+                 void *arg);
 
 /* cb(arg, 0) once this node's state reflects every write that completed
  * before the call (a linearizable read point, Raft 6.4), or a negative code
@@ -60,7 +65,8 @@ int node_read_barrier(struct node *n, node_read_cb cb, void *arg);
 /* The loop thread's read connection to the state. */
 struct kv_reader *node_reader(struct node *n);
 
-struct node_info {
+struct node_info
+{
     raft_id_t id;
     enum raft_role role;
     raft_term_t term;

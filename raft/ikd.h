@@ -48,7 +48,7 @@ int ikd_to_errno(int rv);
 #define IKD_MAX_VALUE_BYTES_LIMIT (64u << 20)
 /* A command carries one value (or a write of at most one value) plus a
  * path pair and a few integers. */
-#define IKD_MAX_COMMAND_BYTES                                                \
+#define IKD_MAX_COMMAND_BYTES \
     (IKD_MAX_VALUE_BYTES_LIMIT + 2 * IKD_MAX_PATH_BYTES + 256)
 /* A frame on the wire holds one message; an AppendEntries carries at least
  * one entry whatever its size, so a frame must fit the largest command. */
@@ -61,8 +61,7 @@ _Static_assert(IKD_DEFAULT_MAX_VALUE_BYTES <= IKD_MAX_VALUE_BYTES_LIMIT,
                "the default value limit must be allowed");
 _Static_assert(IKD_MAX_APPEND_BYTES < IKD_MAX_FRAME_BYTES,
                "a batch of entries must fit in one frame");
-_Static_assert(IKD_MAX_FRAME_BYTES < UINT32_MAX,
-               "frame lengths are 32-bit");
+_Static_assert(IKD_MAX_FRAME_BYTES < UINT32_MAX, "frame lengths are 32-bit");
 
 /* Logging.
  *
@@ -89,11 +88,11 @@ int ikd_log_level_parse(const char *name);
 void ikd_log_write(int level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define IKD_LOG(level, module, ...)                                          \
-    do {                                                                     \
-        if ((level) <= ikd_log_level) {                                      \
-            ikd_log_write((level), (module), __VA_ARGS__);                   \
-        }                                                                    \
+#define IKD_LOG(level, module, ...)                        \
+    do {                                                   \
+        if ((level) <= ikd_log_level) {                    \
+            ikd_log_write((level), (module), __VA_ARGS__); \
+        }                                                  \
     } while (0)
 
 #define IKD_ERROR(module, ...) IKD_LOG(IKD_LOG_ERROR, module, __VA_ARGS__)

@@ -1202,7 +1202,6 @@ void raft_tick(struct raft *r)
 static bool step_term(struct raft *r, const struct raft_msg *m)
 {
     raft_id_t leader = m->type == RAFT_MSG_APPEND ? m->from : 0;
-    struct raft_msg *resp;
 
     if (m->term > r->term) {
         raft_logf(r, IKD_LOG_INFO,
@@ -1215,13 +1214,12 @@ static bool step_term(struct raft *r, const struct raft_msg *m)
     if (m->term == r->term) {
         return true;
     }
-    /* Tell a stale leader or candidate about the newer term. */
-    if (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_VOTE) {
-        resp = push_msg(r,
-                        m->type == RAFT_MSG_APPEND ? RAFT_MSG_APPEND_RESP
-                                                   : RAFT_MSG_VOTE_RESP,
-                        m->from);
-        (void)resp; /* success and granted stay false */
+    /* Tell a stale leader or candidate about the newer term; the reply's
+     * success and granted stay false. */
+    if (m->type == RAFT_MSG_APPEND) {
+        (void)push_msg(r, RAFT_MSG_APPEND_RESP, m->from);
+    } else if (m->type == RAFT_MSG_VOTE) {
+        (void)push_msg(r, RAFT_MSG_VOTE_RESP, m->from);
     }
     return false;
 }

@@ -178,7 +178,10 @@ int raft_load(struct raft *r,
               const struct raft_entry *entries,
               size_t n_entries);
 
-/* One unit of time passed: heartbeats and election timeouts count ticks. */
+/* One unit of time passed: heartbeats and election timeouts count ticks.
+ * A leader that heard no reply from a majority during an election timeout
+ * steps down to follower with no known leader (Raft 6.2), so callers learn
+ * that writes cannot commit. */
 void raft_tick(struct raft *r);
 
 /* A message from a peer.  Returns 0, or IKD_EMALFORMED for a message that
