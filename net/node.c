@@ -70,6 +70,10 @@ struct waiter
     raft_index_t index;
     raft_term_t term; /* a proposal's entry term, checked at apply */
     uint64_t deadline_ms;
+    /* Without a leader for this long, give up early: the cluster is most
+     * likely without a quorum, and a quick EROFS serves better than a long
+     * wait. */
+    uint64_t leader_deadline_ms;
     uint8_t *cmd; /* a proposal's command, until it is appended */
     size_t cmd_len;
     node_propose_cb propose_cb;
@@ -689,6 +693,7 @@ static struct waiter *waiter_new(struct node *n, bool is_read)
     w->is_read = is_read;
     w->stage = W_NEED_LEADER;
     w->deadline_ms = now_ms(n) + n->cfg.request_timeout_ms;
+    w->leader_deadline_ms = now_ms(n) + 2 * n->cfg.election_timeout_ms;
     return w;
 }
 
@@ -756,7 +761,9 @@ static void waiters_expire(struct node *n)
     struct waiter *w = n->waiters.next;
     while (w != &n->waiters) {
         struct waiter *next = w->next;
-        if (now >= w->deadline_ms) {
+        bool leaderless =
+            w->stage == W_NEED_LEADER && now >= w->leader_deadline_ms;
+        if (now >= w->deadline_ms || leaderless) {
             /* Without a leader nothing was proposed: the change certainly
              * did not happen.  Otherwise its outcome is unknown. */
             int status =

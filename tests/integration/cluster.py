@@ -212,6 +212,22 @@ def process_state(pid):
         return None
 
 
+def children(pid):
+    """Pids of the live children of pid (read from /proc)."""
+    kids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(name))
+    return kids
+
+
 class Node:
     def __init__(self, cluster, nid, port):
         self.cluster = cluster

@@ -1,5 +1,6 @@
 """Crashes, pauses, lost quorum and shutdown, each on a cluster of its own."""
 
+import os
 import signal
 import time
 
@@ -78,6 +79,31 @@ def test_kill9_leader_new_leader_within_5s_and_restarted_node_catches_up(
     for i in c.ids():
         assert c.read(i, "after-restart") == b"back\n"
     c.wait_leader(timeout=5)
+
+
+def test_stale_mount_left_by_a_crash_is_cleared_at_restart(cluster):
+    c = cluster
+    leader = c.wait_leader()
+    victim = c.followers(leader)[0]
+    nd = c.nodes[victim]
+    assert c.sh(leader, "echo s > stale").ok
+    # Kill the daemon's unmount helper first (it runs in a session of its
+    # own), so that nothing clears the mount: the state after a crash in
+    # which the mount is left behind.
+    for pid in ck.children(nd.proc.pid):
+        os.kill(pid, signal.SIGKILL)
+    c.kill(victim)
+    r = ck.run(["stat", nd.mount], timeout=10)
+    if r.ok:
+        pytest.skip("the mount was cleared without the helper: %r" % r)
+    assert "not connected" in r.errtext, r
+    assert ck.mounts_at(nd.mount), "the stale mount vanished"
+
+    c.restart(victim)
+    assert len(ck.mounts_at(nd.mount)) == 1, ck.mounts_at(nd.mount)
+    read_linearizable(c, victim, "stale", b"s\n")
+    assert c.sh(victim, "echo t > stale").ok
+    assert c.read(leader, "stale") == b"t\n"
 
 
 def test_kill9_all_three_then_restart_keeps_every_acknowledged_write(
