@@ -8,6 +8,7 @@
 #ifndef KV_CMD_H
 #define KV_CMD_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,11 @@ enum kv_op {
     KV_OP_APPEND,  /* ino, data: write at the current end, whatever size a
                       client believed; result: the new size */
     KV_OP_SETATTR, /* ino, valid (KV_SET_*), size, mode, mtime_ns */
+    KV_OP_CAS,     /* path, expect, data, flags KV_F_ABSENT: replace the
+                      value of key path with data when its value is
+                      exactly expect (or, with KV_F_ABSENT, when the key
+                      does not exist), as PUT does; KV_CAS_MISMATCH when
+                      not; result: the ino */
     KV_OP_END
 };
 
@@ -42,7 +48,31 @@ enum {
     KV_F_TRUNC = 1u << 1,
     KV_F_NOREPLACE = 1u << 2,
     KV_F_EXCHANGE = 1u << 3,
+    KV_F_ABSENT = 1u << 4,
 };
+
+/* The status of a compare-and-set whose key did not hold the expected
+ * value: nothing changed. */
+#define KV_CAS_MISMATCH (-ECANCELED)
+
+/* Client sessions (exactly-once commands).  A command with a non-zero
+ * session is applied at most once per (session, seq): the state machine
+ * keeps, for each session, the seq and result of its latest command, in
+ * the same transaction as the apply.  A command whose seq equals the
+ * stored one gets the stored result without being applied again; an older
+ * seq gets KV_SESSION_STALE.  A client therefore keeps at most one command
+ * of a session in flight, and a retry reuses the seq of the command it
+ * retries.
+ *
+ * Sessions are forgotten by a rule that depends on the log alone, so every
+ * node forgets the same ones at the same index: a session unused for
+ * KV_SESSION_TTL_NS of log time (the largest time_ns applied so far) is
+ * dropped, and past KV_SESSION_MAX sessions the one whose last command is
+ * the oldest in the log goes.  A retry that arrives after its session was
+ * forgotten is applied again: clients give up long before the TTL. */
+#define KV_SESSION_MAX 1024
+#define KV_SESSION_TTL_NS (600ll * 1000 * 1000 * 1000)
+#define KV_SESSION_STALE (-ESTALE)
 
 enum {
     KV_SET_SIZE = 1u << 0,
@@ -74,6 +104,8 @@ struct kv_cmd
     int64_t mtime_ns;
     const uint8_t *data;
     size_t data_len;
+    const uint8_t *expect; /* CAS: the value expected */
+    size_t expect_len;
 };
 
 /* Encode c as msgpack into a new malloc'd buffer *out of *out_len bytes
@@ -81,7 +113,8 @@ struct kv_cmd
 int kv_cmd_encode(const struct kv_cmd *c, uint8_t **out, size_t *out_len);
 
 /* Decode buf into c; pointers in c reference buf.  Returns 0, or
- * IKD_EMALFORMED for anything that is not a well-formed command. */
+ * IKD_EMALFORMED for anything that is not a well-formed command (data and
+ * expect together over IKD_MAX_VALUE_BYTES_LIMIT bytes included). */
 int kv_cmd_decode(const uint8_t *buf, size_t len, struct kv_cmd *c);
 
 /* A key is a relative path: components separated by single '/', none empty,

@@ -34,6 +34,8 @@ static const struct ikd_err_info ikd_errors[] = {
     {IKD_ELOST, "ELOST", "the request was overwritten by a newer leader"},
     {IKD_EVERSION, "EVERSION", "the peer speaks another protocol version"},
     {IKD_ENODEID, "ENODEID", "the data folder belongs to another node id"},
+    {IKD_EBUSY, "EBUSY",
+     "the leader is busy: too much uncommitted or leadership moving"},
 };
 
 _Static_assert(sizeof(ikd_errors) / sizeof(ikd_errors[0]) ==
@@ -98,6 +100,10 @@ int ikd_to_errno(int rv)
             return EPROTO;
         case IKD_ENODEID:
             return EINVAL;
+        case IKD_EBUSY:
+            /* EBUSY rather than EAGAIN: retry loops back off instead of
+             * spinning. */
+            return EBUSY;
         case IKD_ELOST:
         case IKD_ECORRUPT:
         case IKD_ESTALE:

@@ -10,8 +10,8 @@
  *
  * Fallible functions return 0 or a negative code.  Negative errno values
  * (including libuv's, which are negative errno on Linux) pass through
- * unchanged; Ikada's own codes live below IKD_ERR_BASE so the two never
- * collide. */
+ * unchanged; Ikada's own codes count up from IKD_ERR_BASE (-10000), far
+ * below any errno, so the two never collide. */
 enum {
     IKD_ERR_BASE = -10000,
     IKD_ENOTLEADER = IKD_ERR_BASE, /* this node does not lead */
@@ -28,6 +28,9 @@ enum {
                                       version */
     IKD_ENODEID,                   /* the data folder belongs to another
                                       node id */
+    IKD_EBUSY,                     /* the leader takes no more proposals
+                                      for now: too much is uncommitted, or
+                                      leadership is being transferred */
     IKD_ERR_END
 };
 
@@ -55,6 +58,11 @@ int ikd_to_errno(int rv);
 #define IKD_MAX_FRAME_BYTES (IKD_MAX_COMMAND_BYTES + 64 * 1024)
 #define IKD_MAX_APPEND_ENTRIES 256
 #define IKD_MAX_APPEND_BYTES (1u << 20)
+/* The leader's log beyond its commit index: past either cap, proposals
+ * fail with IKD_EBUSY until followers catch up.  One entry of any allowed
+ * size is always accepted when nothing is pending. */
+#define IKD_MAX_UNCOMMITTED_ENTRIES 8192
+#define IKD_MAX_UNCOMMITTED_BYTES (64u << 20)
 #define IKD_PROTOCOL_VERSION 1
 
 _Static_assert(IKD_DEFAULT_MAX_VALUE_BYTES <= IKD_MAX_VALUE_BYTES_LIMIT,
@@ -62,6 +70,9 @@ _Static_assert(IKD_DEFAULT_MAX_VALUE_BYTES <= IKD_MAX_VALUE_BYTES_LIMIT,
 _Static_assert(IKD_MAX_APPEND_BYTES < IKD_MAX_FRAME_BYTES,
                "a batch of entries must fit in one frame");
 _Static_assert(IKD_MAX_FRAME_BYTES < UINT32_MAX, "frame lengths are 32-bit");
+_Static_assert(IKD_MAX_UNCOMMITTED_ENTRIES >= IKD_MAX_APPEND_ENTRIES &&
+                   IKD_MAX_UNCOMMITTED_BYTES >= IKD_MAX_APPEND_BYTES,
+               "the uncommitted log must hold at least one full message");
 
 /* Logging.
  *

@@ -52,6 +52,14 @@ enum raft_msg_type {
     RAFT_MSG_VOTE_RESP,   /* its reply */
     RAFT_MSG_APPEND,      /* AppendEntries, also the heartbeat */
     RAFT_MSG_APPEND_RESP, /* its reply */
+    /* Raft 9.6: "would you vote for me in term `term`?"; changes no state
+     * on either side.  Payload as RAFT_MSG_VOTE; the reply carries the
+     * request's term when granted, the voter's term when not. */
+    RAFT_MSG_PREVOTE,
+    RAFT_MSG_PREVOTE_RESP, /* payload as RAFT_MSG_VOTE_RESP */
+    /* Raft 3.10: the leader tells an up-to-date follower to start an
+     * election at once.  No payload. */
+    RAFT_MSG_TIMEOUT_NOW,
 };
 
 struct raft_msg
@@ -65,6 +73,10 @@ struct raft_msg
         {
             raft_index_t last_index;
             raft_term_t last_term;
+            /* Set by a candidate that a leader asked to take over
+             * (Raft 3.10): voters grant it even while they still hear
+             * from that leader. */
+            bool transfer;
         } vote;
         struct
         {
@@ -119,8 +131,19 @@ struct raft_config
     unsigned election_ticks;
     unsigned heartbeat_ticks;
     uint64_t seed; /* seeds the timeout generator: same seed, same run */
+    /* Caps on one AppendEntries: 0 takes IKD_MAX_APPEND_ENTRIES and
+     * IKD_MAX_APPEND_BYTES.  A message carries at least one entry. */
     size_t max_append_entries;
     size_t max_append_bytes;
+    /* Caps on the leader's entries that are not committed yet: 0 takes
+     * IKD_MAX_UNCOMMITTED_ENTRIES and IKD_MAX_UNCOMMITTED_BYTES.  A
+     * proposal is accepted whatever its size when nothing is pending. */
+    size_t max_uncommitted_entries;
+    size_t max_uncommitted_bytes;
+    /* Pre-vote (Raft 9.6) is on unless this is set: a node campaigns only
+     * after a majority said it would vote for it, so a node that was cut
+     * off does not depose a healthy leader when it returns. */
+    bool disable_prevote;
     /* The core never prints: it formats a line and calls this, if set. */
     void (*log_cb)(void *ctx, int level, const char *text);
     void *log_ctx;
@@ -181,7 +204,11 @@ int raft_load(struct raft *r,
 /* One unit of time passed: heartbeats and election timeouts count ticks.
  * A leader that heard no reply from a majority during an election timeout
  * steps down to follower with no known leader (Raft 6.2), so callers learn
- * that writes cannot commit. */
+ * that writes cannot commit.  A follower whose election timeout passes
+ * first asks for pre-votes (Raft 9.6) and campaigns only once a majority
+ * would grant them.  A follower that heard from a leader within the
+ * minimum election timeout, and a leader, refuse votes and pre-votes
+ * (Raft 4.2.3), unless the candidate was asked to take over. */
 void raft_tick(struct raft *r);
 
 /* A message from a peer.  Returns 0, or IKD_EMALFORMED for a message that
@@ -190,7 +217,9 @@ int raft_step(struct raft *r, const struct raft_msg *m);
 
 /* Append a new entry to the leader's log (the core copies data).
  * On success stores its index and term.  Returns IKD_ENOTLEADER when not
- * the leader, IKD_ELIMIT when len exceeds what one message can carry. */
+ * the leader, IKD_ELIMIT when len exceeds what one message can carry,
+ * IKD_EBUSY when the uncommitted entries reached their cap or leadership
+ * is being transferred (retry later, possibly on another leader). */
 int raft_propose(struct raft *r,
                  uint8_t type,
                  const void *data,
@@ -205,6 +234,18 @@ int raft_propose(struct raft *r,
  * leader that loses its role drops pending reads (the caller times out or
  * retries). */
 int raft_read_index(struct raft *r, uint64_t ctx);
+
+/* Hand leadership to target, or with target 0 to the follower whose log
+ * matches the most (Raft 3.10).  The leader stops taking proposals, brings
+ * the target's log up to date, then sends it RAFT_MSG_TIMEOUT_NOW; the
+ * target campaigns at once, without pre-vote.  The transfer is abandoned
+ * after an election timeout, or when a newer term is seen.  Returns 0
+ * (also when target is this node), IKD_ENOTLEADER when not the leader,
+ * -EINVAL when target is not a voter or there is no other voter. */
+int raft_transfer(struct raft *r, raft_id_t target);
+
+/* The node leadership is being handed to, 0 when none. */
+raft_id_t raft_transfer_target(const struct raft *r);
 
 bool raft_has_update(const struct raft *r);
 void raft_get_update(struct raft *r, struct raft_update *u);
