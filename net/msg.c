@@ -90,25 +90,28 @@ static int pack_entry(msgpack_packer *pk, const struct raft_entry *e)
 
 /* NET_RAFT: [v, 2, type u8, from u32, to u32, term u64, body...] where the
  * body depends on type:
- *   RAFT_MSG_VOTE:        last_index u64, last_term u64
+ *   RAFT_MSG_VOTE:        last_index u64, last_term u64, transfer bool
  *   RAFT_MSG_VOTE_RESP:   granted bool
  *   RAFT_MSG_APPEND:      prev_index u64, prev_term u64, commit u64,
  *                         read_seq u64, entries [entry...] (at most
  *                         IKD_MAX_APPEND_ENTRIES; see pack_entry)
  *   RAFT_MSG_APPEND_RESP: success bool, index u64, hint_index u64,
- *                         hint_term u64, read_seq u64 */
+ *                         hint_term u64, read_seq u64
+ *   RAFT_MSG_PREVOTE:     as RAFT_MSG_VOTE
+ *   RAFT_MSG_PREVOTE_RESP: as RAFT_MSG_VOTE_RESP
+ *   RAFT_MSG_TIMEOUT_NOW: nothing */
 static int pack_raft(msgpack_packer *pk, const struct raft_msg *m)
 {
     static const size_t body_fields[] = {
-        [RAFT_MSG_VOTE] = 2,
-        [RAFT_MSG_VOTE_RESP] = 1,
-        [RAFT_MSG_APPEND] = 5,
-        [RAFT_MSG_APPEND_RESP] = 5,
+        [RAFT_MSG_VOTE] = 3,        [RAFT_MSG_VOTE_RESP] = 1,
+        [RAFT_MSG_APPEND] = 5,      [RAFT_MSG_APPEND_RESP] = 5,
+        [RAFT_MSG_PREVOTE] = 3,     [RAFT_MSG_PREVOTE_RESP] = 1,
+        [RAFT_MSG_TIMEOUT_NOW] = 0,
     };
     size_t i;
     int rv;
 
-    assert(m->type >= RAFT_MSG_VOTE && m->type <= RAFT_MSG_APPEND_RESP);
+    assert(m->type >= RAFT_MSG_VOTE && m->type <= RAFT_MSG_TIMEOUT_NOW);
     rv = pack_head(pk, NET_RAFT, 4 + body_fields[m->type]);
     rv |= msgpack_pack_uint8(pk, (uint8_t)m->type);
     rv |= msgpack_pack_uint32(pk, m->from);
@@ -116,11 +119,16 @@ static int pack_raft(msgpack_packer *pk, const struct raft_msg *m)
     rv |= msgpack_pack_uint64(pk, m->term);
     switch (m->type) {
         case RAFT_MSG_VOTE:
+        case RAFT_MSG_PREVOTE:
             rv |= msgpack_pack_uint64(pk, m->vote.last_index);
             rv |= msgpack_pack_uint64(pk, m->vote.last_term);
+            rv |= pack_bool(pk, m->vote.transfer);
             break;
         case RAFT_MSG_VOTE_RESP:
+        case RAFT_MSG_PREVOTE_RESP:
             rv |= pack_bool(pk, m->vote_resp.granted);
+            break;
+        case RAFT_MSG_TIMEOUT_NOW:
             break;
         case RAFT_MSG_APPEND:
             rv |= msgpack_pack_uint64(pk, m->append.prev_index);
@@ -185,7 +193,8 @@ static int pack_read_index_resp(msgpack_packer *pk,
 
 /* NET_CLIENT_REQ: [v, 7, req_id u64, op u8, cmd bin, key str]
  * cmd is empty unless op is NET_OP_PROPOSE; key is empty for
- * NET_OP_PROPOSE and NET_OP_STATUS and at most IKD_MAX_PATH_BYTES. */
+ * NET_OP_PROPOSE and NET_OP_STATUS and at most IKD_MAX_PATH_BYTES
+ * (NET_OP_TRANSFER: the target id in decimal, or empty). */
 static int pack_client_req(msgpack_packer *pk, const struct net_client_req *r)
 {
     int rv = pack_head(pk, NET_CLIENT_REQ, 4);
@@ -533,7 +542,7 @@ static int decode_entries(struct cursor *c, struct raft_msg *m)
 static int decode_raft(struct cursor *c, struct raft_msg *m)
 {
     memset(m, 0, sizeof(*m));
-    m->type = (enum raft_msg_type)get_u64(c, RAFT_MSG_APPEND_RESP);
+    m->type = (enum raft_msg_type)get_u64(c, RAFT_MSG_TIMEOUT_NOW);
     m->from = get_u32(c);
     m->to = get_u32(c);
     m->term = get_u64(c, UINT64_MAX);
@@ -542,11 +551,16 @@ static int decode_raft(struct cursor *c, struct raft_msg *m)
     }
     switch (m->type) {
         case RAFT_MSG_VOTE:
+        case RAFT_MSG_PREVOTE:
             m->vote.last_index = get_u64(c, UINT64_MAX);
             m->vote.last_term = get_u64(c, UINT64_MAX);
+            m->vote.transfer = get_bool(c);
             break;
         case RAFT_MSG_VOTE_RESP:
+        case RAFT_MSG_PREVOTE_RESP:
             m->vote_resp.granted = get_bool(c);
+            break;
+        case RAFT_MSG_TIMEOUT_NOW:
             break;
         case RAFT_MSG_APPEND:
             m->append.prev_index = get_u64(c, UINT64_MAX);
@@ -572,7 +586,7 @@ static int decode_raft(struct cursor *c, struct raft_msg *m)
 static void decode_client_req(struct cursor *c, struct net_client_req *r)
 {
     r->req_id = get_u64(c, UINT64_MAX);
-    r->op = (uint8_t)get_u64(c, NET_OP_STATUS);
+    r->op = (uint8_t)get_u64(c, NET_OP_TRANSFER);
     r->cmd = get_bin(c, IKD_MAX_COMMAND_BYTES, &r->cmd_len);
     r->key = get_str(c, IKD_MAX_PATH_BYTES, &r->key_len);
     if (r->op < NET_OP_PROPOSE) {

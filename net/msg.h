@@ -33,6 +33,9 @@ enum net_op {
     NET_OP_GET_LOCAL,   /* key: this node's state, possibly stale */
     NET_OP_LIST,        /* key: the prefix */
     NET_OP_STATUS,      /* this node's view */
+    NET_OP_TRANSFER,    /* key: the target id in decimal, or empty for the
+                           most up-to-date follower; the leader answers once
+                           the transfer started */
 };
 
 struct net_hello

@@ -3,6 +3,7 @@
 #ifndef IKD_H
 #define IKD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,7 +64,8 @@ int ikd_to_errno(int rv);
  * size is always accepted when nothing is pending. */
 #define IKD_MAX_UNCOMMITTED_ENTRIES 8192
 #define IKD_MAX_UNCOMMITTED_BYTES (64u << 20)
-#define IKD_PROTOCOL_VERSION 1
+/* 2: votes carry a transfer flag; pre-vote and timeout-now messages. */
+#define IKD_PROTOCOL_VERSION 2
 
 _Static_assert(IKD_DEFAULT_MAX_VALUE_BYTES <= IKD_MAX_VALUE_BYTES_LIMIT,
                "the default value limit must be allowed");
@@ -96,14 +98,25 @@ extern uint64_t ikd_log_term;
 /* Parse IKADA_LOG-style names; returns the level or -1. */
 int ikd_log_level_parse(const char *name);
 
+/* Set the levels from an IKADA_LOG value: a level for every module,
+ * optionally followed by per-module levels, as in "info,raft=debug,net=warn"
+ * (a module alone, "raft=trace", leaves the others at info).  Returns 0, or
+ * -1 without changing anything when spec is malformed. */
+int ikd_log_configure(const char *spec);
+
+/* Whether a line of this level from this module is written.  ikd_log_level
+ * is the most verbose level of any module, so that the common case is
+ * decided by one comparison. */
+bool ikd_log_enabled(int level, const char *module);
+
 void ikd_log_write(int level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define IKD_LOG(level, module, ...)                        \
-    do {                                                   \
-        if ((level) <= ikd_log_level) {                    \
-            ikd_log_write((level), (module), __VA_ARGS__); \
-        }                                                  \
+#define IKD_LOG(level, module, ...)                                           \
+    do {                                                                      \
+        if ((level) <= ikd_log_level && ikd_log_enabled((level), (module))) { \
+            ikd_log_write((level), (module), __VA_ARGS__);                    \
+        }                                                                     \
     } while (0)
 
 #define IKD_ERROR(module, ...) IKD_LOG(IKD_LOG_ERROR, module, __VA_ARGS__)

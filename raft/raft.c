@@ -82,6 +82,18 @@ struct raft
     unsigned heartbeat_elapsed;
     unsigned quorum_elapsed;
     uint64_t rng;
+    /* Asking for pre-votes for term + 1 (Raft 9.6); the role stays
+     * follower and the term does not move until a majority agrees. */
+    bool prevoting;
+
+    /* Leadership transfer (Raft 3.10): the target, 0 when none; ticks since
+     * it began; whether TimeoutNow went out. */
+    raft_id_t transfer_target;
+    unsigned transfer_elapsed;
+    bool timeout_now_sent;
+
+    /* While leading: bytes of the entries after commit. */
+    size_t uncommitted_bytes;
 
     /* One slot per voter, in cfg.voters order; self_slot is this node. */
     struct raft_progress progress[IKD_MAX_NODES];
@@ -306,9 +318,28 @@ static void log_truncate(struct raft *r, raft_index_t index)
 
 static void set_commit(struct raft *r, raft_index_t commit)
 {
+    raft_index_t i;
+
     assert(commit >= r->commit);
     assert(commit <= last_index(r));
+    if (r->role == RAFT_LEADER) {
+        for (i = r->commit + 1; i <= commit; i++) {
+            assert(r->uncommitted_bytes >= r->entries[i - r->first_index].len);
+            r->uncommitted_bytes -= r->entries[i - r->first_index].len;
+        }
+    }
     r->commit = commit;
+}
+
+static size_t bytes_after(const struct raft *r, raft_index_t index)
+{
+    size_t bytes = 0;
+    raft_index_t i;
+
+    for (i = index + 1; i <= last_index(r); i++) {
+        bytes += r->entries[i - r->first_index].len;
+    }
+    return bytes;
 }
 
 /* ---- Roles ------------------------------------------------------------ */
@@ -353,6 +384,18 @@ static void drop_pending_reads(struct raft *r)
     r->round_seq = 0;
 }
 
+static void stop_transfer(struct raft *r, const char *why)
+{
+    if (r->transfer_target != 0) {
+        raft_logf(r, IKD_LOG_INFO,
+                  "leadership transfer to=%" PRIu32 " %s -> stop it",
+                  r->transfer_target, why);
+    }
+    r->transfer_target = 0;
+    r->transfer_elapsed = 0;
+    r->timeout_now_sent = false;
+}
+
 static void become_follower(struct raft *r,
                             raft_term_t term,
                             raft_id_t leader,
@@ -363,7 +406,9 @@ static void become_follower(struct raft *r,
     set_term(r, term);
     if (old == RAFT_LEADER) {
         drop_pending_reads(r);
+        stop_transfer(r, "ended by a role change");
     }
+    r->prevoting = false;
     r->role = RAFT_FOLLOWER;
     set_leader(r, leader);
     reset_election_timer(r);
@@ -393,7 +438,10 @@ static void become_leader(struct raft *r)
 
     assert(r->role == RAFT_CANDIDATE && r->vote == r->cfg.id);
     r->role = RAFT_LEADER;
+    r->prevoting = false;
     set_leader(r, r->cfg.id);
+    assert(r->transfer_target == 0); /* cleared when leadership ends */
+    r->uncommitted_bytes = bytes_after(r, r->commit);
     r->heartbeat_elapsed = 0;
     r->quorum_elapsed = 0;
     r->round_seq = 0;
@@ -421,39 +469,76 @@ static size_t count_votes(const struct raft *r)
     return n;
 }
 
-/* Raft 5.2: a new term, a vote for self, and a request to every peer. */
-static void campaign(struct raft *r)
+static void request_votes(struct raft *r,
+                          enum raft_msg_type type,
+                          raft_term_t term,
+                          bool transfer)
 {
     size_t i;
     struct raft_msg *m;
 
-    set_term(r, r->term + 1);
-    r->vote = r->cfg.id;
-    r->hard_state_changed = true;
-    r->role = RAFT_CANDIDATE;
-    set_leader(r, 0);
-    reset_election_timer(r);
-    raft_logf(r, IKD_LOG_INFO,
-              "role change: election timeout, term=%" PRIu64 " -> candidate",
-              r->term);
-
-    for (i = 0; i < r->cfg.n_voters; i++) {
-        r->progress[i].vote_granted = i == r->self_slot;
-    }
-    if (count_votes(r) >= quorum(r)) {
-        become_leader(r);
-        return;
-    }
     for (i = 0; i < r->cfg.n_voters; i++) {
         if (i == r->self_slot) {
             continue;
         }
-        m = push_msg(r, RAFT_MSG_VOTE, r->progress[i].id);
+        m = push_msg(r, type, r->progress[i].id);
         if (m != NULL) {
+            m->term = term;
             m->vote.last_index = last_index(r);
             m->vote.last_term = last_term(r);
+            m->vote.transfer = transfer;
         }
     }
+}
+
+static void reset_votes(struct raft *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        r->progress[i].vote_granted = i == r->self_slot;
+    }
+}
+
+/* Raft 5.2: a new term, a vote for self, and a request to every peer.
+ * transfer marks an election the leader asked for (Raft 3.10). */
+static void campaign(struct raft *r, bool transfer)
+{
+    set_term(r, r->term + 1);
+    r->vote = r->cfg.id;
+    r->hard_state_changed = true;
+    r->role = RAFT_CANDIDATE;
+    r->prevoting = false;
+    set_leader(r, 0);
+    reset_election_timer(r);
+    raft_logf(r, IKD_LOG_INFO, "role change: %s, term=%" PRIu64 " -> candidate",
+              transfer ? "asked to take over" : "election timeout", r->term);
+
+    reset_votes(r);
+    if (count_votes(r) >= quorum(r)) {
+        become_leader(r);
+        return;
+    }
+    request_votes(r, RAFT_MSG_VOTE, r->term, transfer);
+}
+
+/* Raft 9.6: ask whether a majority would vote for this node in the next
+ * term before moving to it, so that a node that cannot win (cut off, or
+ * behind) never raises the term and disrupts the cluster. */
+static void pre_campaign(struct raft *r)
+{
+    r->prevoting = true;
+    set_leader(r, 0);
+    reset_election_timer(r);
+    raft_logf(r, IKD_LOG_INFO,
+              "election timeout, term=%" PRIu64 " -> ask for pre-votes",
+              r->term);
+    reset_votes(r);
+    if (count_votes(r) >= quorum(r)) {
+        campaign(r, false);
+        return;
+    }
+    request_votes(r, RAFT_MSG_PREVOTE, r->term + 1, false);
 }
 
 /* ---- Leader: replication ---------------------------------------------- */
@@ -619,6 +704,7 @@ static int push_ready(struct raft *r, uint64_t ctx, raft_index_t index)
 }
 
 static void start_read_round(struct raft *r);
+static void maybe_send_timeout_now(struct raft *r);
 
 /* A round completes when a majority, self included, echoed its sequence
  * number in this term: the leader still led after the reads arrived. */
@@ -684,6 +770,51 @@ static void start_read_round(struct raft *r)
     check_read_round(r);
 }
 
+/* ---- Leader: transfer ------------------------------------------------- */
+
+/* Raft 3.10: once the target's log matches the leader's, tell it to
+ * campaign; proposals are refused meanwhile, so the log stops growing. */
+static void maybe_send_timeout_now(struct raft *r)
+{
+    struct raft_progress *pr = progress_of(r, r->transfer_target);
+    struct raft_msg *m;
+
+    assert(r->role == RAFT_LEADER && pr != NULL && !is_self(r, pr));
+    if (r->timeout_now_sent) {
+        return;
+    }
+    if (pr->match != last_index(r)) {
+        pr->need_send = true;
+        return;
+    }
+    m = push_msg(r, RAFT_MSG_TIMEOUT_NOW, pr->id);
+    if (m != NULL) {
+        r->timeout_now_sent = true;
+        raft_logf(r, IKD_LOG_INFO,
+                  "transfer target=%" PRIu32 " caught up at index=%" PRIu64
+                  " -> send timeout-now",
+                  pr->id, pr->match);
+    }
+}
+
+/* The follower whose log matches the most; the lowest slot wins ties. */
+static raft_id_t best_transfer_target(const struct raft *r)
+{
+    raft_id_t best = 0;
+    raft_index_t best_match = 0;
+    size_t i;
+
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        const struct raft_progress *pr = &r->progress[i];
+
+        if (i != r->self_slot && (best == 0 || pr->match > best_match)) {
+            best = pr->id;
+            best_match = pr->match;
+        }
+    }
+    return best;
+}
+
 /* ---- Leader: commitment ----------------------------------------------- */
 
 static int cmp_index_desc(const void *a, const void *b)
@@ -743,6 +874,9 @@ static void on_append_success(struct raft *r,
         pr->next = pr->match + 1;
     }
     maybe_advance_commit(r);
+    if (r->role == RAFT_LEADER && r->transfer_target == pr->id) {
+        maybe_send_timeout_now(r);
+    }
 }
 
 /* The largest index <= index whose term is <= term (Raft 5.3, backing up
@@ -931,6 +1065,7 @@ static int handle_append(struct raft *r, const struct raft_msg *m)
     }
     set_leader(r, m->from);
     reset_election_timer(r);
+    r->prevoting = false;
 
     rv = accept_entries(r, m, &verified);
     if (rv < 0) {
@@ -958,17 +1093,86 @@ static int handle_append(struct raft *r, const struct raft_msg *m)
 
 /* ---- Votes ------------------------------------------------------------ */
 
+/* Raft 5.4.1: vote only for a log at least as up to date as ours, so that
+ * every committed entry is in the winner's log. */
+static bool log_up_to_date(const struct raft *r, const struct raft_msg *m)
+{
+    return m->vote.last_term > last_term(r) ||
+           (m->vote.last_term == last_term(r) &&
+            m->vote.last_index >= last_index(r));
+}
+
+/* Raft 4.2.3: a leader, or a follower that heard from its leader within
+ * the minimum election timeout, believes the leader is alive and refuses
+ * to help replace it. */
+static bool in_lease(const struct raft *r)
+{
+    if (r->role == RAFT_LEADER) {
+        return true;
+    }
+    return r->role == RAFT_FOLLOWER && r->leader != 0 &&
+           r->election_elapsed < r->cfg.election_ticks;
+}
+
+/* Raft 9.6: grant when a real vote in m->term would be granted on the
+ * log, the leader seems gone, and m->term is ahead; nothing is stored. */
+static void handle_prevote(struct raft *r, const struct raft_msg *m)
+{
+    struct raft_msg *resp;
+    bool grant = m->term > r->term && !in_lease(r) && log_up_to_date(r, m);
+
+    resp = push_msg(r, RAFT_MSG_PREVOTE_RESP, m->from);
+    if (resp == NULL) {
+        return;
+    }
+    resp->term = grant ? m->term : r->term;
+    resp->vote_resp.granted = grant;
+    raft_logf(r, IKD_LOG_DEBUG,
+              "pre-vote request from=%" PRIu32 " term=%" PRIu64 " -> %s",
+              m->from, m->term, grant ? "grant" : "refuse");
+}
+
+static void handle_prevote_resp(struct raft *r, const struct raft_msg *m)
+{
+    struct raft_progress *pr = progress_of(r, m->from);
+
+    if (!m->vote_resp.granted) {
+        /* A refusal from a newer term: this node is behind. */
+        if (m->term > r->term) {
+            become_follower(r, m->term, 0, "pre-vote refused in newer term");
+        }
+        return;
+    }
+    if (!r->prevoting || r->role == RAFT_LEADER || m->term != r->term + 1) {
+        return;
+    }
+    pr->vote_granted = true;
+    if (count_votes(r) >= quorum(r)) {
+        raft_logf(r, IKD_LOG_INFO,
+                  "pre-votes from a majority for term=%" PRIu64 " -> campaign",
+                  m->term);
+        campaign(r, false);
+    }
+}
+
+/* Raft 3.10: the leader asks this node to take over at once. */
+static void handle_timeout_now(struct raft *r, const struct raft_msg *m)
+{
+    if (r->role != RAFT_FOLLOWER) {
+        return;
+    }
+    raft_logf(r, IKD_LOG_INFO,
+              "timeout-now from=%" PRIu32 " term=%" PRIu64 " -> campaign",
+              m->from, r->term);
+    campaign(r, true);
+}
+
 static void handle_vote(struct raft *r, const struct raft_msg *m)
 {
     struct raft_msg *resp;
-    bool up_to_date;
+    bool up_to_date = log_up_to_date(r, m);
     bool free_vote = r->vote == 0 || r->vote == m->from;
 
-    /* Raft 5.4.1: vote only for a log at least as up to date as ours, so
-     * that every committed entry is in the winner's log. */
-    up_to_date = m->vote.last_term > last_term(r) ||
-                 (m->vote.last_term == last_term(r) &&
-                  m->vote.last_index >= last_index(r));
     resp = push_msg(r, RAFT_MSG_VOTE_RESP, m->from);
     if (resp == NULL) {
         return;
@@ -1053,6 +1257,12 @@ struct raft *raft_new(const struct raft_config *cfg)
     }
     if (r->cfg.max_append_bytes == 0) {
         r->cfg.max_append_bytes = IKD_MAX_APPEND_BYTES;
+    }
+    if (r->cfg.max_uncommitted_entries == 0) {
+        r->cfg.max_uncommitted_entries = IKD_MAX_UNCOMMITTED_ENTRIES;
+    }
+    if (r->cfg.max_uncommitted_bytes == 0) {
+        r->cfg.max_uncommitted_bytes = IKD_MAX_UNCOMMITTED_BYTES;
     }
     /* Mixing in the id keeps nodes given the same seed apart. */
     r->rng = cfg->seed ^ ((uint64_t)cfg->id * UINT64_C(0x9e3779b97f4a7c15));
@@ -1180,6 +1390,10 @@ static void tick_leader(struct raft *r)
             r->progress[i].probe_sent = false;
         }
     }
+    if (r->transfer_target != 0 &&
+        ++r->transfer_elapsed >= r->cfg.election_ticks) {
+        stop_transfer(r, "timed out");
+    }
     if (++r->quorum_elapsed >= r->cfg.election_ticks) {
         r->quorum_elapsed = 0;
         check_quorum(r);
@@ -1193,7 +1407,11 @@ void raft_tick(struct raft *r)
         return;
     }
     if (++r->election_elapsed >= r->election_timeout) {
-        campaign(r);
+        if (r->cfg.disable_prevote) {
+            campaign(r, false);
+        } else {
+            pre_campaign(r);
+        }
     }
 }
 
@@ -1236,6 +1454,9 @@ static bool msg_is_valid(struct raft *r, const struct raft_msg *m)
         case RAFT_MSG_VOTE:
         case RAFT_MSG_VOTE_RESP:
         case RAFT_MSG_APPEND_RESP:
+        case RAFT_MSG_PREVOTE:
+        case RAFT_MSG_PREVOTE_RESP:
+        case RAFT_MSG_TIMEOUT_NOW:
             return true;
         case RAFT_MSG_APPEND:
             return append_is_valid(m);
@@ -1248,10 +1469,35 @@ int raft_step(struct raft *r, const struct raft_msg *m)
     if (!msg_is_valid(r, m)) {
         return IKD_EMALFORMED;
     }
+    /* Pre-votes never move the term (Raft 9.6). */
+    if (m->type == RAFT_MSG_PREVOTE) {
+        handle_prevote(r, m);
+        return 0;
+    }
+    if (m->type == RAFT_MSG_PREVOTE_RESP) {
+        handle_prevote_resp(r, m);
+        return 0;
+    }
+    /* Raft 4.2.3: a vote request in a newer term does not even raise the
+     * term of a node that still hears from its leader. */
+    if (m->type == RAFT_MSG_VOTE && m->term > r->term && !m->vote.transfer &&
+        in_lease(r)) {
+        raft_logf(r, IKD_LOG_DEBUG,
+                  "vote request from=%" PRIu32 " term=%" PRIu64
+                  " while the leader is alive -> ignore",
+                  m->from, m->term);
+        return 0;
+    }
     if (!step_term(r, m)) {
         return 0;
     }
     switch (m->type) {
+        case RAFT_MSG_PREVOTE:
+        case RAFT_MSG_PREVOTE_RESP:
+            return 0; /* handled above */
+        case RAFT_MSG_TIMEOUT_NOW:
+            handle_timeout_now(r, m);
+            return 0;
         case RAFT_MSG_VOTE:
             handle_vote(r, m);
             return 0;
@@ -1265,6 +1511,19 @@ int raft_step(struct raft *r, const struct raft_msg *m)
             return 0;
     }
     return IKD_EMALFORMED;
+}
+
+/* Caps the leader's log past commit, so that a leader that cannot commit
+ * (followers slow or gone) does not grow its memory without bound. */
+static bool uncommitted_full(const struct raft *r, size_t len)
+{
+    raft_index_t pending = last_index(r) - r->commit;
+
+    if (pending == 0) {
+        return false;
+    }
+    return pending >= r->cfg.max_uncommitted_entries ||
+           r->uncommitted_bytes + len > r->cfg.max_uncommitted_bytes;
 }
 
 int raft_propose(struct raft *r,
@@ -1285,13 +1544,47 @@ int raft_propose(struct raft *r,
     if (type != RAFT_ENTRY_NOOP && type != RAFT_ENTRY_COMMAND) {
         return -EINVAL;
     }
+    if (r->transfer_target != 0 || uncommitted_full(r, len)) {
+        return IKD_EBUSY;
+    }
     rv = log_append(r, r->term, type, data, len);
     if (rv != 0) {
         return rv;
     }
+    r->uncommitted_bytes += len;
     *index = last_index(r);
     *term = r->term;
     return 0;
+}
+
+int raft_transfer(struct raft *r, raft_id_t target)
+{
+    if (r->role != RAFT_LEADER) {
+        return IKD_ENOTLEADER;
+    }
+    if (target == r->cfg.id) {
+        return 0;
+    }
+    if (target == 0) {
+        target = best_transfer_target(r);
+    }
+    if (target == 0 || progress_of(r, target) == NULL) {
+        return -EINVAL;
+    }
+    r->transfer_target = target;
+    r->transfer_elapsed = 0;
+    r->timeout_now_sent = false;
+    raft_logf(r, IKD_LOG_INFO,
+              "leadership transfer asked to=%" PRIu32 " term=%" PRIu64
+              " -> hold proposals, catch it up",
+              target, r->term);
+    maybe_send_timeout_now(r);
+    return 0;
+}
+
+raft_id_t raft_transfer_target(const struct raft *r)
+{
+    return r->transfer_target;
 }
 
 int raft_read_index(struct raft *r, uint64_t ctx)
@@ -1454,6 +1747,19 @@ raft_index_t raft_first_index(const struct raft *r)
 raft_index_t raft_last_index(const struct raft *r)
 {
     return last_index(r);
+}
+
+raft_index_t raft_match_index(const struct raft *r, raft_id_t id)
+{
+    if (r->role != RAFT_LEADER) {
+        return 0;
+    }
+    for (size_t i = 0; i < r->cfg.n_voters; i++) {
+        if (r->progress[i].id == id) {
+            return r->progress[i].match;
+        }
+    }
+    return 0;
 }
 
 const struct raft_entry *raft_entry_at(const struct raft *r, raft_index_t index)

@@ -272,5 +272,8 @@ raft_index_t raft_last_index(const struct raft *r);
 /* The entry at index, or NULL outside [first, last]. */
 const struct raft_entry *raft_entry_at(const struct raft *r,
                                        raft_index_t index);
+/* On a leader, the highest index known replicated on peer id; 0 on other
+ * roles or for an unknown id. */
+raft_index_t raft_match_index(const struct raft *r, raft_id_t id);
 
 #endif /* RAFT_H */

@@ -61,6 +61,9 @@ static struct raft_config make_config(raft_id_t id, size_t n, uint64_t seed)
     cfg.max_append_entries = 64;
     cfg.max_append_bytes = 1 << 16;
     cfg.log_cb = capture_log;
+    /* Most tests drive an election by hand from a timeout straight to a
+     * candidate; the pre-vote tests turn it back on. */
+    cfg.disable_prevote = true;
     return cfg;
 }
 
@@ -1276,6 +1279,10 @@ static void test_error_codes_map_to_errno(void **state)
     assert_int_equal(ikd_to_errno(IKD_ECORRUPT), EIO);
     assert_int_equal(ikd_to_errno(IKD_ELIMIT), EFBIG);
     assert_int_equal(ikd_to_errno(IKD_ESHUTDOWN), ESHUTDOWN);
+    assert_int_equal(ikd_to_errno(IKD_EBUSY), EBUSY);
+    assert_string_equal(ikd_strerror(IKD_EBUSY),
+                        "the leader is busy: too much uncommitted or "
+                        "leadership moving");
     assert_int_equal(ikd_to_errno(-ENOENT), ENOENT);
     assert_int_equal(ikd_to_errno(0), 0);
     assert_int_equal(ikd_to_errno(IKD_EMALFORMED), EPROTO);
@@ -1297,6 +1304,361 @@ static void test_role_change_logged_as_condition_and_decision(void **state)
     n_log_lines = 0;
     tick_until_candidate(r);
     assert_true(log_contains("election timeout, term=1 -> candidate"));
+    raft_free(r);
+}
+
+/* ---- Pre-vote and leader stickiness ------------------------------------ */
+
+static struct raft *prevote_node(raft_id_t id, size_t n)
+{
+    struct raft_config cfg = make_config(id, n, id);
+    struct raft *r;
+
+    cfg.disable_prevote = false;
+    r = raft_new(&cfg);
+    n_log_lines = 0;
+    assert_non_null(r);
+    return r;
+}
+
+static struct raft_msg prevote_resp(raft_id_t from,
+                                    raft_id_t to,
+                                    raft_term_t term,
+                                    bool granted)
+{
+    struct raft_msg m = vote_resp(from, to, term, granted);
+
+    m.type = RAFT_MSG_PREVOTE_RESP;
+    return m;
+}
+
+static void tick_until_prevote(struct raft *r, struct raft_update *u)
+{
+    unsigned i;
+
+    for (i = 0; i < 2 * ELECTION_TICKS; i++) {
+        raft_tick(r);
+        raft_get_update(r, u);
+        if (find_msg(u, RAFT_MSG_PREVOTE, 2) != NULL) {
+            return;
+        }
+    }
+    fail_msg("no pre-vote request after two election timeouts");
+}
+
+static void test_prevote_asks_without_raising_term(void **state)
+{
+    struct raft *r = prevote_node(1, 3);
+    struct raft_update u;
+    const struct raft_msg *m;
+
+    (void)state;
+    load_terms(r, 4, 0, (raft_term_t[]){1, 4}, 2);
+    tick_until_prevote(r, &u);
+    m = find_msg(&u, RAFT_MSG_PREVOTE, 3);
+    assert_non_null(m);
+    assert_int_equal(m->term, 5);
+    assert_int_equal(m->vote.last_index, 2);
+    assert_int_equal(m->vote.last_term, 4);
+    assert_int_equal(raft_term(r), 4);
+    assert_int_equal(raft_role(r), RAFT_FOLLOWER);
+    assert_false(u.hard_state_changed);
+    assert_null(find_msg(&u, RAFT_MSG_VOTE, 2));
+    raft_free(r);
+}
+
+static void test_prevote_majority_starts_real_election(void **state)
+{
+    struct raft *r = prevote_node(1, 3);
+    struct raft_update u;
+    struct raft_msg m;
+
+    (void)state;
+    tick_until_prevote(r, &u);
+    /* A refusal and a stale grant change nothing. */
+    m = prevote_resp(3, 1, 0, false);
+    assert_int_equal(raft_step(r, &m), 0);
+    m = prevote_resp(3, 1, 7, true);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_role(r), RAFT_FOLLOWER);
+    m = prevote_resp(2, 1, 1, true);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_role(r), RAFT_CANDIDATE);
+    assert_int_equal(raft_term(r), 1);
+    raft_get_update(r, &u);
+    assert_true(u.hard_state_changed);
+    assert_non_null(find_msg(&u, RAFT_MSG_VOTE, 2));
+    assert_false(find_msg(&u, RAFT_MSG_VOTE, 2)->vote.transfer);
+    assert_true(log_contains("pre-votes from a majority"));
+    raft_free(r);
+}
+
+static void test_prevote_refused_with_newer_term_adopts_it(void **state)
+{
+    struct raft *r = prevote_node(1, 3);
+    struct raft_update u;
+    struct raft_msg m;
+
+    (void)state;
+    tick_until_prevote(r, &u);
+    m = prevote_resp(2, 1, 6, false);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_term(r), 6);
+    assert_int_equal(raft_role(r), RAFT_FOLLOWER);
+    raft_free(r);
+}
+
+static void test_prevote_granted_only_when_leader_silent(void **state)
+{
+    struct raft *r = prevote_node(2, 3);
+    struct raft_update u;
+    struct raft_msg m;
+    const struct raft_msg *resp;
+    unsigned i;
+
+    (void)state;
+    m = append_req(1, 2, 3, 0, 0, 0);
+    assert_int_equal(raft_step(r, &m), 0);
+    raft_get_update(r, &u);
+
+    /* The leader was just heard: refused, and the term does not move. */
+    m = vote_req(3, 2, 4, 5, 3);
+    m.type = RAFT_MSG_PREVOTE;
+    assert_int_equal(raft_step(r, &m), 0);
+    raft_get_update(r, &u);
+    resp = find_msg(&u, RAFT_MSG_PREVOTE_RESP, 3);
+    assert_non_null(resp);
+    assert_false(resp->vote_resp.granted);
+    assert_int_equal(resp->term, 3);
+    assert_int_equal(raft_term(r), 3);
+
+    /* An election timeout later it would vote: granted, nothing stored. */
+    for (i = 0; i < ELECTION_TICKS; i++) {
+        raft_tick(r);
+    }
+    raft_get_update(r, &u);
+    assert_int_equal(raft_step(r, &m), 0);
+    raft_get_update(r, &u);
+    resp = find_msg(&u, RAFT_MSG_PREVOTE_RESP, 3);
+    assert_non_null(resp);
+    assert_true(resp->vote_resp.granted);
+    assert_int_equal(resp->term, 4);
+    assert_int_equal(raft_term(r), 3);
+    assert_false(u.hard_state_changed);
+
+    /* A stale pre-vote is refused with the newer term. */
+    m.term = 2;
+    assert_int_equal(raft_step(r, &m), 0);
+    raft_get_update(r, &u);
+    resp = find_msg(&u, RAFT_MSG_PREVOTE_RESP, 3);
+    assert_false(resp->vote_resp.granted);
+    assert_int_equal(resp->term, 3);
+    raft_free(r);
+}
+
+static void test_vote_ignored_while_leader_heard_unless_transfer(void **state)
+{
+    struct raft *r = node_new(2, 3);
+    struct raft_update u;
+    struct raft_msg m;
+
+    (void)state;
+    m = append_req(1, 2, 3, 0, 0, 0);
+    assert_int_equal(raft_step(r, &m), 0);
+    raft_get_update(r, &u);
+    m = vote_req(3, 2, 4, 0, 0);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_term(r), 3);
+    raft_get_update(r, &u);
+    assert_null(find_msg(&u, RAFT_MSG_VOTE_RESP, 3));
+
+    m.vote.transfer = true;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_term(r), 4);
+    raft_get_update(r, &u);
+    assert_true(find_msg(&u, RAFT_MSG_VOTE_RESP, 3)->vote_resp.granted);
+    raft_free(r);
+}
+
+static void test_single_node_prevote_elects_at_once(void **state)
+{
+    struct raft *r = prevote_node(1, 1);
+
+    (void)state;
+    tick_until_candidate(r);
+    assert_int_equal(raft_role(r), RAFT_LEADER);
+    assert_int_equal(raft_term(r), 1);
+    raft_free(r);
+}
+
+/* ---- Uncommitted cap ---------------------------------------------------- */
+
+static void test_propose_busy_past_uncommitted_cap(void **state)
+{
+    struct raft_config cfg = make_config(1, 3, 1);
+    struct raft *r;
+    raft_index_t index;
+    raft_term_t term;
+    unsigned i;
+
+    (void)state;
+    cfg.max_uncommitted_entries = 4;
+    cfg.max_uncommitted_bytes = 10;
+    r = raft_new(&cfg);
+    assert_non_null(r);
+    make_leader(r, 3);
+    /* The leader's own entry is pending: three more fit. */
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(
+            raft_propose(r, RAFT_ENTRY_COMMAND, "ab", 2, &index, &term), 0);
+    }
+    assert_int_equal(
+        raft_propose(r, RAFT_ENTRY_COMMAND, "ab", 2, &index, &term), IKD_EBUSY);
+    persist_all(r);
+    ack_all(r, 2);
+    assert_int_equal(raft_commit(r), 4);
+
+    /* Bytes: 6 + 6 > 10 is refused, but one entry alone always fits. */
+    assert_int_equal(
+        raft_propose(r, RAFT_ENTRY_COMMAND, "abcdef", 6, &index, &term), 0);
+    assert_int_equal(
+        raft_propose(r, RAFT_ENTRY_COMMAND, "abcdef", 6, &index, &term),
+        IKD_EBUSY);
+    persist_all(r);
+    ack_all(r, 2);
+    assert_int_equal(
+        raft_propose(r, RAFT_ENTRY_COMMAND, "0123456789abc", 13, &index, &term),
+        0);
+    raft_free(r);
+}
+
+/* ---- Leadership transfer ------------------------------------------------ */
+
+static void test_transfer_waits_for_catch_up_then_timeout_now(void **state)
+{
+    struct raft *r = node_new(1, 3);
+    struct raft_update u;
+    struct raft_msg m;
+    raft_index_t index;
+    raft_term_t term;
+
+    (void)state;
+    make_leader(r, 3);
+    raft_get_update(r, &u);
+    assert_int_equal(raft_transfer(r, 2), 0);
+    assert_int_equal(raft_transfer_target(r), 2);
+    raft_get_update(r, &u);
+    assert_null(find_msg(&u, RAFT_MSG_TIMEOUT_NOW, 2));
+    assert_int_equal(raft_propose(r, RAFT_ENTRY_COMMAND, "x", 1, &index, &term),
+                     IKD_EBUSY);
+
+    ack_all(r, 3);
+    raft_get_update(r, &u);
+    assert_null(find_msg(&u, RAFT_MSG_TIMEOUT_NOW, 3));
+    ack_all(r, 2);
+    raft_get_update(r, &u);
+    assert_non_null(find_msg(&u, RAFT_MSG_TIMEOUT_NOW, 2));
+    assert_true(log_contains("send timeout-now"));
+
+    /* The target's election deposes the leader and ends the transfer. */
+    m = vote_req(2, 1, raft_term(r) + 1, raft_last_index(r), raft_term(r));
+    m.vote.transfer = true;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_role(r), RAFT_FOLLOWER);
+    assert_int_equal(raft_transfer_target(r), 0);
+    raft_free(r);
+}
+
+static void test_transfer_to_best_follower_and_abandoned(void **state)
+{
+    struct raft *r = node_new(1, 3);
+    struct raft_update u;
+    raft_index_t index;
+    raft_term_t term;
+    unsigned i;
+
+    (void)state;
+    assert_int_equal(raft_transfer(r, 2), IKD_ENOTLEADER);
+    make_leader(r, 3);
+    ack_all(r, 3);
+    ack_all(r, 2);
+    assert_int_equal(raft_propose(r, RAFT_ENTRY_COMMAND, "x", 1, &index, &term),
+                     0);
+    persist_all(r);
+    ack_all(r, 3);
+    assert_int_equal(raft_transfer(r, 9), -EINVAL);
+    assert_int_equal(raft_transfer(r, 1), 0);
+    assert_int_equal(raft_transfer_target(r), 0);
+    assert_int_equal(raft_transfer(r, 0), 0);
+    assert_int_equal(raft_transfer_target(r), 3);
+    raft_get_update(r, &u);
+    assert_non_null(find_msg(&u, RAFT_MSG_TIMEOUT_NOW, 3));
+
+    /* No election follows: after an election timeout the leader stays
+     * and takes proposals again. */
+    for (i = 0; i < ELECTION_TICKS; i++) {
+        ack_all(r, 2);
+        raft_tick(r);
+    }
+    assert_int_equal(raft_role(r), RAFT_LEADER);
+    assert_int_equal(raft_transfer_target(r), 0);
+    assert_true(log_contains("timed out -> stop it"));
+    assert_int_equal(raft_propose(r, RAFT_ENTRY_COMMAND, "x", 1, &index, &term),
+                     0);
+    raft_free(r);
+}
+
+static void test_single_node_transfer_has_no_target(void **state)
+{
+    struct raft *r = node_new(1, 1);
+
+    (void)state;
+    tick_until_candidate(r);
+    assert_int_equal(raft_transfer(r, 0), -EINVAL);
+    raft_free(r);
+}
+
+static void test_timeout_now_campaigns_at_once_as_transfer(void **state)
+{
+    struct raft *r = prevote_node(2, 3);
+    struct raft_update u;
+    struct raft_msg m;
+    const struct raft_msg *v;
+
+    (void)state;
+    m = append_req(1, 2, 3, 0, 0, 0);
+    assert_int_equal(raft_step(r, &m), 0);
+    raft_get_update(r, &u);
+    memset(&m, 0, sizeof(m));
+    m.type = RAFT_MSG_TIMEOUT_NOW;
+    m.from = 1;
+    m.to = 2;
+    m.term = 3;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_role(r), RAFT_CANDIDATE);
+    assert_int_equal(raft_term(r), 4);
+    raft_get_update(r, &u);
+    v = find_msg(&u, RAFT_MSG_VOTE, 3);
+    assert_non_null(v);
+    assert_true(v->vote.transfer);
+    assert_null(find_msg(&u, RAFT_MSG_PREVOTE, 3));
+
+    /* A candidate ignores a second one. */
+    assert_int_equal(raft_step(r, &m), 0);
+    raft_free(r);
+}
+
+static void test_match_index_reported_on_leader_only(void **state)
+{
+    struct raft *r = node_new(1, 3);
+
+    (void)state;
+    assert_int_equal(raft_match_index(r, 2), 0);
+    make_leader(r, 3);
+    ack_all(r, 2);
+    assert_int_equal(raft_match_index(r, 2), raft_last_index(r));
+    assert_int_equal(raft_match_index(r, 3), 0);
+    assert_int_equal(raft_match_index(r, 9), 0);
     raft_free(r);
 }
 
@@ -1409,6 +1771,7 @@ static void sim_start_node(struct sim *s, size_t i)
 
     cfg.log_cb = NULL;
     cfg.max_append_entries = 4;
+    cfg.disable_prevote = s->seed % 2 == 0;
     sn->r = raft_new(&cfg);
     assert_non_null(sn->r);
     assert_int_equal(raft_load(sn->r, sn->term, sn->vote, sn->applied, 1,
@@ -1942,6 +2305,18 @@ int main(void)
         cmocka_unit_test(test_leader_loss_drops_pending_reads),
         cmocka_unit_test(test_error_codes_map_to_errno),
         cmocka_unit_test(test_role_change_logged_as_condition_and_decision),
+        cmocka_unit_test(test_prevote_asks_without_raising_term),
+        cmocka_unit_test(test_prevote_majority_starts_real_election),
+        cmocka_unit_test(test_prevote_refused_with_newer_term_adopts_it),
+        cmocka_unit_test(test_prevote_granted_only_when_leader_silent),
+        cmocka_unit_test(test_vote_ignored_while_leader_heard_unless_transfer),
+        cmocka_unit_test(test_single_node_prevote_elects_at_once),
+        cmocka_unit_test(test_propose_busy_past_uncommitted_cap),
+        cmocka_unit_test(test_transfer_waits_for_catch_up_then_timeout_now),
+        cmocka_unit_test(test_transfer_to_best_follower_and_abandoned),
+        cmocka_unit_test(test_single_node_transfer_has_no_target),
+        cmocka_unit_test(test_timeout_now_campaigns_at_once_as_transfer),
+        cmocka_unit_test(test_match_index_reported_on_leader_only),
         cmocka_unit_test(test_random_cluster_keeps_safety_and_elects),
         cmocka_unit_test(test_five_node_cluster_survives_two_failures),
         cmocka_unit_test(test_same_seed_same_run),
