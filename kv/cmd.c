@@ -10,7 +10,7 @@
 
 #include "../raft/ikd.h"
 
-/* On-wire and on-disk format of a command, version 1.
+/* On-wire and on-disk format of a command, version 2.
  *
  * One msgpack array of exactly CMD_FIELDS elements, in this order:
  *
@@ -32,14 +32,19 @@
  *   15 valid       uint32
  *   16 mtime_ns    int64
  *   17 data        bin, at most IKD_MAX_VALUE_BYTES_LIMIT
+ *   18 expect      bin; data and expect together at most
+ *                  IKD_MAX_VALUE_BYTES_LIMIT (version 2 only)
  *
+ * Version 1 is the same array without expect (CMD_FIELDS_V1 elements);
+ * entries of that version still decode, with an empty expect.
  * Every field is present whatever the op, so one layout serves all of them
  * and a decoder never guesses.  The log stores these bytes as they are: a
  * later version appends fields and bumps the version, and a decoder refuses
  * versions it does not know.  No checksum: the frame and the database each
  * guard their own bytes. */
-#define CMD_VERSION 1
-#define CMD_FIELDS 18
+#define CMD_VERSION 2
+#define CMD_FIELDS 19
+#define CMD_FIELDS_V1 18
 
 enum {
     F_VERSION = 0,
@@ -60,11 +65,13 @@ enum {
     F_VALID,
     F_MTIME,
     F_DATA,
+    F_EXPECT,
     F_END
 };
 
 _Static_assert(F_END == CMD_FIELDS, "the field table matches the format");
-_Static_assert(CMD_FIELDS > 15 && CMD_FIELDS <= UINT16_MAX,
+_Static_assert(F_EXPECT == CMD_FIELDS_V1, "version 2 appends one field");
+_Static_assert(CMD_FIELDS_V1 > 15 && CMD_FIELDS <= UINT16_MAX,
                "the command array is encoded with an array 16 header");
 _Static_assert(KV_OP_END <= UINT8_MAX, "an op fits the op field");
 
@@ -88,6 +95,7 @@ int kv_cmd_encode(const struct kv_cmd *c, uint8_t **out, size_t *out_len)
     assert(c != NULL && out != NULL && out_len != NULL);
     assert(c->path_len == 0 || c->path != NULL);
     assert(c->data_len == 0 || c->data != NULL);
+    assert(c->expect_len == 0 || c->expect != NULL);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 
@@ -112,6 +120,7 @@ int kv_cmd_encode(const struct kv_cmd *c, uint8_t **out, size_t *out_len)
     rv |= msgpack_pack_uint64(&pk, c->valid);
     rv |= msgpack_pack_int64(&pk, c->mtime_ns);
     rv |= pack_bin(&pk, c->data, c->data_len);
+    rv |= pack_bin(&pk, c->expect, c->expect_len);
     if (rv != 0) {
         msgpack_sbuffer_destroy(&sb);
         return -ENOMEM;
@@ -169,16 +178,17 @@ static size_t scalar_len(const uint8_t *p, size_t avail)
     return head + body;
 }
 
-/* Check the outline before unpacking: one array of CMD_FIELDS scalars that
- * fills buf exactly. */
+/* Check the outline before unpacking: one array of CMD_FIELDS (or
+ * CMD_FIELDS_V1) scalars that fills buf exactly. */
 static bool cmd_shape_ok(const uint8_t *buf, size_t len)
 {
     size_t off = 3;
 
-    if (len < 3 || buf[0] != 0xdc || buf[1] != 0 || buf[2] != CMD_FIELDS) {
+    if (len < 3 || buf[0] != 0xdc || buf[1] != 0 ||
+        (buf[2] != CMD_FIELDS && buf[2] != CMD_FIELDS_V1)) {
         return false;
     }
-    for (int i = 0; i < CMD_FIELDS; i++) {
+    for (int i = 0; i < buf[2]; i++) {
         size_t n = scalar_len(buf + off, len - off);
         if (n == 0) {
             return false;
@@ -235,7 +245,28 @@ static bool get_bin(const msgpack_object *o,
     return true;
 }
 
-static bool cmd_fields(const msgpack_object *f, struct kv_cmd *c)
+/* The optional expect field of version 2. */
+static bool cmd_expect(const msgpack_object *f,
+                       uint32_t n_fields,
+                       struct kv_cmd *c)
+{
+    const void *expect;
+
+    if (n_fields == CMD_FIELDS_V1) {
+        return true;
+    }
+    if (!get_bin(&f[F_EXPECT], IKD_MAX_VALUE_BYTES_LIMIT, &expect,
+                 &c->expect_len) ||
+        c->expect_len > IKD_MAX_VALUE_BYTES_LIMIT - c->data_len) {
+        return false;
+    }
+    c->expect = expect;
+    return true;
+}
+
+static bool cmd_fields(const msgpack_object *f,
+                       uint32_t n_fields,
+                       struct kv_cmd *c)
 {
     uint64_t version;
     uint64_t op;
@@ -245,7 +276,7 @@ static bool cmd_fields(const msgpack_object *f, struct kv_cmd *c)
     bool ok;
 
     if (!get_u64(&f[F_VERSION], UINT64_MAX, &version) ||
-        version != CMD_VERSION) {
+        version != (n_fields == CMD_FIELDS ? CMD_VERSION : 1)) {
         return false;
     }
     if (!get_u64(&f[F_OP], KV_OP_END - 1, &op) || op < KV_OP_PUT) {
@@ -278,7 +309,7 @@ static bool cmd_fields(const msgpack_object *f, struct kv_cmd *c)
     c->path = path;
     c->new_name = new_name;
     c->data = data;
-    return true;
+    return cmd_expect(f, n_fields, c);
 }
 
 int kv_cmd_decode(const uint8_t *buf, size_t len, struct kv_cmd *c)
@@ -300,11 +331,12 @@ int kv_cmd_decode(const uint8_t *buf, size_t len, struct kv_cmd *c)
         goto out;
     }
     if (off != len || u.data.type != MSGPACK_OBJECT_ARRAY ||
-        u.data.via.array.size != CMD_FIELDS) {
+        (u.data.via.array.size != CMD_FIELDS &&
+         u.data.via.array.size != CMD_FIELDS_V1)) {
         goto out;
     }
     memset(c, 0, sizeof(*c));
-    if (cmd_fields(u.data.via.array.ptr, c)) {
+    if (cmd_fields(u.data.via.array.ptr, u.data.via.array.size, c)) {
         rv = 0;
     }
 

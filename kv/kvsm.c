@@ -34,7 +34,22 @@
  *
  *   meta 'next_ino': the next inode number to hand out, from KV_FIRST_INO.
  *     Numbers are assigned while applying, so every node assigns the same
- *     ones, and are never reused. */
+ *     ones, and are never reused.
+ *
+ *   session(id INTEGER PRIMARY KEY, seq INTEGER NOT NULL,
+ *           status INTEGER NOT NULL, value INTEGER NOT NULL,
+ *           used_index INTEGER NOT NULL, used_ns INTEGER NOT NULL)
+ *   INDEX session_lru ON session(used_index)
+ *   INDEX session_age ON session(used_ns)
+ *     one row a client session (see KV_SESSION_MAX in cmd.h): the seq of
+ *     its latest command and that command's result (status, value).  id,
+ *     seq and value hold the uint64 bit patterns.  used_index is the log
+ *     index of the session's latest command, unique per row, which orders
+ *     sessions for eviction; used_ns is the log clock at that command.
+ *
+ *   meta 'clock_ns': the log clock, the largest time_ns of any command
+ *     applied so far.  It never decreases and depends on the log alone,
+ *     so sessions expire at the same index on every node. */
 
 _Static_assert(KV_ROOT_INO < KV_FIRST_INO, "the root is not handed out");
 
@@ -65,6 +80,7 @@ struct tx
     const struct kv_cmd *c;
     int fault;
     uint64_t value;
+    int64_t clock; /* the log clock once clock_advance() ran */
 };
 
 /* What the helpers need of an inode. */
@@ -585,6 +601,72 @@ static int op_del(struct tx *t)
     return rv != 0 ? rv : node_remove(t, &n);
 }
 
+/* 1 when file n holds exactly the len bytes at p, 0 when not, or a
+ * fault. */
+static int content_equals(struct tx *t,
+                          const struct node *n,
+                          const uint8_t *p,
+                          size_t len)
+{
+    uint8_t *buf;
+    int rv;
+
+    if (n->size != len) {
+        return 0;
+    }
+    buf = malloc(len > 0 ? len : 1);
+    if (buf == NULL) {
+        return tx_fault(t, -ENOMEM);
+    }
+    rv = blob_io(t, n->ino, false, buf, len, 0);
+    if (rv == 0) {
+        rv = len == 0 || memcmp(buf, p, len) == 0 ? 1 : 0;
+    }
+    free(buf);
+    return rv;
+}
+
+static int op_cas(struct tx *t)
+{
+    const struct kv_cmd *c = t->c;
+    bool want_absent = (c->flags & KV_F_ABSENT) != 0;
+    uint64_t parent;
+    const char *name;
+    size_t len;
+    struct node n;
+    int rv;
+
+    if (kv_key_check(c->path, c->path_len) != 0) {
+        return -EINVAL;
+    }
+    if (!fits(c, 0, c->data_len)) {
+        return -EFBIG;
+    }
+    rv = walk(t, c->path, c->path_len, false, &parent, &name, &len);
+    if (rv == 0) {
+        rv = node_lookup(t, parent, name, len, &n);
+    }
+    if (rv == -ENOENT || rv == -ENOTDIR) {
+        /* A missing folder or a file in the middle: the key is absent. */
+        return want_absent ? op_put(t) : KV_CAS_MISMATCH;
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (n.is_dir) {
+        return -EISDIR;
+    }
+    if (want_absent) {
+        return KV_CAS_MISMATCH;
+    }
+    rv = content_equals(t, &n, c->expect, c->expect_len);
+    if (rv <= 0) {
+        return rv < 0 ? rv : KV_CAS_MISMATCH;
+    }
+    t->value = n.ino;
+    return content_replace(t, n.ino, c->data, c->data_len);
+}
+
 /* Operations on inodes ------------------------------------------------ */
 
 /* Check parent and name for an operation on an entry of a folder, and
@@ -916,9 +998,134 @@ static int op_dispatch(struct tx *t)
             return op_write(t, true);
         case KV_OP_SETATTR:
             return op_setattr(t);
+        case KV_OP_CAS:
+            return op_cas(t);
         default:
             return -EINVAL; /* kv_cmd_decode() lets no other op through */
     }
+}
+
+/* Sessions ------------------------------------------------------------ */
+
+/* Advance the log clock to the command's time and forget the sessions it
+ * leaves idle for longer than KV_SESSION_TTL_NS. */
+static int clock_advance(struct tx *t)
+{
+    sqlite3_stmt *st;
+    sqlite3_int64 clock = INT64_MIN;
+    int rv;
+
+    rv = Q(t, &st, "SELECT value FROM meta WHERE key = ?1", T("clock_ns"));
+    if (rv < 0) {
+        return rv;
+    }
+    if (rv == 1) {
+        clock = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+    }
+    if (t->c->time_ns <= clock) {
+        t->clock = clock;
+        return 0;
+    }
+    clock = t->c->time_ns;
+    t->clock = clock;
+    rv = Q(t, NULL, "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+           T("clock_ns"), I(clock));
+    if (rv == 0 && clock > INT64_MIN + KV_SESSION_TTL_NS) {
+        rv = Q(t, NULL, "DELETE FROM session WHERE used_ns < ?1",
+               I(clock - KV_SESSION_TTL_NS));
+    }
+    return rv;
+}
+
+/* Look the command's session up: 1 with *res set from the stored result
+ * when the command was applied already (or is older than the latest, which
+ * is refused as stale), 0 when it is new, or a fault.  *known tells whether
+ * the session has a row. */
+static int session_check(struct tx *t, struct kv_sm_result *res, bool *known)
+{
+    sqlite3_stmt *st;
+    uint64_t seq;
+    int rv;
+
+    *known = false;
+    rv = Q(t, &st, "SELECT seq, status, value FROM session WHERE id = ?1",
+           I(t->c->session));
+    if (rv <= 0) {
+        return rv;
+    }
+    *known = true;
+    seq = (uint64_t)sqlite3_column_int64(st, 0);
+    res->status = sqlite3_column_int(st, 1);
+    res->value = (uint64_t)sqlite3_column_int64(st, 2);
+    sqlite3_reset(st);
+    if (res->status > 0) {
+        return tx_fault(t, IKD_ECORRUPT);
+    }
+    if (t->c->seq > seq) {
+        return 0;
+    }
+    if (t->c->seq < seq) {
+        res->status = KV_SESSION_STALE;
+        res->value = 0;
+    }
+    return 1;
+}
+
+/* Store res as the session's latest result, as of log index, and keep at
+ * most KV_SESSION_MAX sessions by dropping those used longest ago. */
+static int session_record(struct tx *t,
+                          uint64_t index,
+                          bool known,
+                          const struct kv_sm_result *res)
+{
+    int rv;
+
+    rv = Q(t, NULL,
+           "INSERT OR REPLACE INTO session(id, seq, status, value, "
+           "used_index, used_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+           I(t->c->session), I(t->c->seq), I(res->status), I(res->value),
+           I(index), I(t->clock));
+    if (rv == 0 && !known) {
+        rv = Q(t, NULL,
+               "DELETE FROM session WHERE id IN (SELECT id FROM session "
+               "ORDER BY used_index DESC LIMIT -1 OFFSET ?1)",
+               I(KV_SESSION_MAX));
+    }
+    return rv;
+}
+
+/* Apply the command of t as a command of its session: once per seq. */
+static int session_apply(struct tx *t, uint64_t index, struct kv_sm_result *res)
+{
+    bool known = false;
+    int rv;
+
+    rv = clock_advance(t);
+    if (rv == 0) {
+        rv = session_check(t, res, &known);
+    }
+    if (rv < 0 || t->fault != 0) {
+        return t->fault != 0 ? t->fault : rv;
+    }
+    if (rv == 1) {
+        /* A retry: answer as the first time, and count it as a use. */
+        if (res->status == KV_SESSION_STALE) {
+            return 0;
+        }
+        Q(t, NULL, "UPDATE session SET used_index = ?2 WHERE id = ?1",
+          I(t->c->session), I(index));
+        return t->fault;
+    }
+
+    res->status = op_dispatch(t);
+    if (t->fault != 0) {
+        return t->fault;
+    }
+    assert(res->status <= 0);
+    res->value = res->status == 0 ? t->value : 0;
+    session_record(t, index, known, res);
+    return t->fault;
 }
 
 static int fsm_apply(void *ctx,
@@ -944,6 +1151,12 @@ static int fsm_apply(void *ctx,
 
     /* Every refusal is decided before the first change, so a refused
      * command leaves the tables as they were. */
+    if (c.session != 0) {
+        return session_apply(&t, index, res);
+    }
+    if (clock_advance(&t) != 0) {
+        return t.fault;
+    }
     status = op_dispatch(&t);
     if (t.fault != 0) {
         return t.fault;
@@ -956,7 +1169,7 @@ static int fsm_apply(void *ctx,
 
 static int fsm_init(void *ctx, sqlite3 *db)
 {
-    char sql[768];
+    char sql[1280];
 
     (void)ctx;
     assert(db != NULL);
@@ -972,7 +1185,13 @@ static int fsm_init(void *ctx, sqlite3 *db)
              "ino INTEGER PRIMARY KEY, data BLOB NOT NULL);"
              "INSERT OR IGNORE INTO inode VALUES "
              "(%d, 0, X'', 1, %d, 0, 0, 0);"
-             "INSERT OR IGNORE INTO meta(key, value) VALUES ('next_ino', %d);",
+             "INSERT OR IGNORE INTO meta(key, value) VALUES ('next_ino', %d);"
+             "CREATE TABLE IF NOT EXISTS session("
+             "id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, "
+             "status INTEGER NOT NULL, value INTEGER NOT NULL, "
+             "used_index INTEGER NOT NULL, used_ns INTEGER NOT NULL);"
+             "CREATE INDEX IF NOT EXISTS session_lru ON session(used_index);"
+             "CREATE INDEX IF NOT EXISTS session_age ON session(used_ns);",
              KV_ROOT_INO, 0755, KV_FIRST_INO);
     return kv_db_exec(db, sql);
 }

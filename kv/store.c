@@ -35,7 +35,6 @@
  * The state machine's own tables live in the same database and are
  * described where they are defined.  Integers are SQLite's signed 64-bit
  * values: terms, indexes and inode numbers stay far below 2^63. */
-#define KV_APP_ID 0x494b4441 /* "IKDA" */
 #define KV_SCHEMA_VERSION 1
 
 _Static_assert(sizeof(sqlite3_int64) == sizeof(raft_index_t),

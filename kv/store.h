@@ -18,6 +18,8 @@
 #include "sm.h"
 
 #define KV_DB_NAME "ikada.db"
+/* PRAGMA application_id of an Ikada database ("IKDA"). */
+#define KV_APP_ID 0x494b4441
 
 struct kv_store;
 

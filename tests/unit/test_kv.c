@@ -1250,6 +1250,289 @@ static void test_fsm_malformed_command_is_a_result(void **state)
     assert_int_equal(res.status, IKD_EMALFORMED);
 }
 
+/* Sessions and compare-and-set --------------------------------------- */
+
+/* A command c of session seq, applied once more on every call. */
+static struct kv_sm_result in_session(struct fx *f,
+                                      struct kv_cmd c,
+                                      uint64_t session,
+                                      uint64_t seq)
+{
+    c.session = session;
+    c.seq = seq;
+    return run(f, &c);
+}
+
+static struct kv_cmd put_cmd(struct fx *f, const char *key, const char *v)
+{
+    struct kv_cmd c = cmd_new(f, KV_OP_PUT);
+
+    c.path = key;
+    c.path_len = strlen(key);
+    c.data = (const uint8_t *)v;
+    c.data_len = strlen(v);
+    return c;
+}
+
+static struct kv_cmd append_cmd(struct fx *f, uint64_t ino, const char *v)
+{
+    struct kv_cmd c = cmd_new(f, KV_OP_APPEND);
+
+    c.ino = ino;
+    c.data = (const uint8_t *)v;
+    c.data_len = strlen(v);
+    return c;
+}
+
+static struct kv_sm_result cas(struct fx *f,
+                               const char *key,
+                               const char *expect,
+                               const char *v)
+{
+    struct kv_cmd c = put_cmd(f, key, v);
+
+    c.op = KV_OP_CAS;
+    if (expect == NULL) {
+        c.flags = KV_F_ABSENT;
+    } else {
+        c.expect = (const uint8_t *)expect;
+        c.expect_len = strlen(expect);
+    }
+    return run(f, &c);
+}
+
+/* Apply n commands in one batch, as a follower catching up does. */
+static void run_batch(struct fx *f, const struct kv_cmd *cmds, size_t n)
+{
+    struct raft_entry *e = calloc(n, sizeof(*e));
+    struct kv_sm_result *res = calloc(n, sizeof(*res));
+    struct kv_batch b = {0};
+
+    assert_non_null(e);
+    assert_non_null(res);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *buf;
+        size_t len;
+
+        assert_int_equal(kv_cmd_encode(&cmds[i], &buf, &len), 0);
+        e[i].term = 1;
+        e[i].type = RAFT_ENTRY_COMMAND;
+        e[i].len = (uint32_t)len;
+        e[i].data = buf;
+    }
+    b.log_from = f->last + 1;
+    b.entries = e;
+    b.n_entries = n;
+    b.apply_from = f->last + 1;
+    b.apply = e;
+    b.n_apply = n;
+    b.results = res;
+    assert_int_equal(kv_store_write(f->s, &b), 0);
+    f->last += n;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(res[i].status, 0);
+        free(e[i].data);
+    }
+    free(e);
+    free(res);
+}
+
+static void test_cmd_expect_round_trip(void **state)
+{
+    struct kv_cmd c = full_cmd();
+    struct kv_cmd d;
+    uint8_t *buf;
+    size_t len;
+
+    (void)state;
+    c.op = KV_OP_CAS;
+    c.expect = (const uint8_t *)"old";
+    c.expect_len = 3;
+    assert_int_equal(kv_cmd_encode(&c, &buf, &len), 0);
+    assert_int_equal(kv_cmd_decode(buf, len, &d), 0);
+    assert_int_equal(d.op, KV_OP_CAS);
+    assert_int_equal(d.expect_len, 3);
+    assert_memory_equal(d.expect, "old", 3);
+    assert_int_equal(d.data_len, c.data_len);
+    free(buf);
+    /* Version 1 entries (no expect field) still decode, with none. */
+    assert_int_equal(decode_packed(18, -1, 0, false), 0);
+}
+
+static void test_fsm_cas(void **state)
+{
+    struct fx *f = *state;
+    struct kv_sm_result res;
+
+    res = cas(f, "a/k", NULL, "one");
+    assert_int_equal(res.status, 0);
+    assert_value(f, "a/k", "one");
+    assert_int_equal(res.value, ino_of(f, ino_of(f, KV_ROOT_INO, "a"), "k"));
+    assert_int_equal(cas(f, "a/k", NULL, "two").status, KV_CAS_MISMATCH);
+    assert_int_equal(cas(f, "a/k", "on", "two").status, KV_CAS_MISMATCH);
+    assert_int_equal(cas(f, "a/k", "onex", "two").status, KV_CAS_MISMATCH);
+    assert_value(f, "a/k", "one");
+    assert_int_equal(cas(f, "a/k", "one", "two").status, 0);
+    assert_value(f, "a/k", "two");
+    assert_int_equal(cas(f, "a/k", "two", "").status, 0);
+    assert_int_equal(cas(f, "a/k", "", "three").status, 0);
+    assert_value(f, "a/k", "three");
+
+    /* A missing key, or one below a file, matches only "absent". */
+    assert_int_equal(cas(f, "b", "x", "y").status, KV_CAS_MISMATCH);
+    assert_absent(f, "b");
+    assert_int_equal(cas(f, "a/k/x", "x", "y").status, KV_CAS_MISMATCH);
+    assert_int_equal(cas(f, "a", "x", "y").status, -EISDIR);
+    assert_int_equal(cas(f, "a", NULL, "y").status, -EISDIR);
+    assert_int_equal(cas(f, "a//b", NULL, "y").status, -EINVAL);
+}
+
+static void test_session_duplicate_returns_stored_result(void **state)
+{
+    struct fx *f = *state;
+    struct kv_sm_result first;
+    struct kv_sm_result again;
+    struct kv_cmd c = put_cmd(f, "k", "first");
+
+    first = in_session(f, c, 7, 1);
+    assert_int_equal(first.status, 0);
+    /* Another client changes the key; the retry must not undo that. */
+    assert_int_equal(put(f, "k", "other").status, 0);
+    again = in_session(f, c, 7, 1);
+    assert_int_equal(again.status, 0);
+    assert_int_equal(again.value, first.value);
+    assert_value(f, "k", "other");
+
+    /* A refusal is a result too: it stays the answer to its seq. */
+    c = put_cmd(f, "k/x", "v");
+    assert_int_equal(in_session(f, c, 7, 2).status, -ENOTDIR);
+    assert_int_equal(del(f, "k").status, 0);
+    assert_int_equal(in_session(f, c, 7, 2).status, -ENOTDIR);
+    assert_absent(f, "k/x");
+
+    /* An older seq is refused as stale; another session is independent. */
+    assert_int_equal(in_session(f, put_cmd(f, "k", "old"), 7, 1).status,
+                     KV_SESSION_STALE);
+    assert_absent(f, "k");
+    assert_int_equal(in_session(f, put_cmd(f, "k", "s8"), 8, 1).status, 0);
+    assert_value(f, "k", "s8");
+    /* Session 0 means none: every command applies. */
+    c = put_cmd(f, "k", "none");
+    assert_int_equal(in_session(f, c, 0, 5).status, 0);
+    assert_int_equal(in_session(f, c, 0, 5).status, 0);
+}
+
+static void test_session_mkdir_append_rename_once(void **state)
+{
+    struct fx *f = *state;
+    struct kv_sm_result res;
+    struct kv_cmd mk = cmd_new(f, KV_OP_MKDIR);
+    struct kv_cmd ap;
+    struct kv_cmd rn;
+    uint64_t d;
+    uint64_t ino;
+
+    mk.parent = KV_ROOT_INO;
+    mk.path = "d";
+    mk.path_len = 1;
+    mk.mode = 0755;
+    res = in_session(f, mk, 42, 1);
+    assert_int_equal(res.status, 0);
+    d = res.value;
+    res = in_session(f, mk, 42, 1);
+    assert_int_equal(res.status, 0); /* not -EEXIST */
+    assert_int_equal(res.value, d);
+
+    ino = entry_op(f, KV_OP_CREATE, d, "f", 0644, 0).value;
+    ap = append_cmd(f, ino, "ab");
+    assert_int_equal(in_session(f, ap, 42, 2).value, 2);
+    assert_int_equal(in_session(f, ap, 42, 2).value, 2);
+    assert_int_equal(in_session(f, ap, 42, 2).value, 2);
+    assert_value(f, "d/f", "ab");
+
+    rn = cmd_new(f, KV_OP_RENAME);
+    rn.parent = d;
+    rn.path = "f";
+    rn.path_len = 1;
+    rn.new_parent = KV_ROOT_INO;
+    rn.new_name = "g";
+    rn.new_name_len = 1;
+    assert_int_equal(in_session(f, rn, 42, 3).status, 0);
+    assert_int_equal(in_session(f, rn, 42, 3).status, 0); /* not -ENOENT */
+    assert_value(f, "g", "ab");
+    assert_absent(f, "d/f");
+    /* The append retried after the rename is still answered, not redone. */
+    assert_int_equal(in_session(f, ap, 42, 2).status, KV_SESSION_STALE);
+    assert_value(f, "g", "ab");
+}
+
+static void test_session_expires_by_log_time(void **state)
+{
+    struct fx *f = *state;
+    uint64_t ino = entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "f", 0644, 0).value;
+    struct kv_cmd a = append_cmd(f, ino, "a");
+    struct kv_cmd b;
+    struct kv_cmd later;
+
+    assert_int_equal(in_session(f, a, 1, 1).value, 1);
+    f->clock += KV_SESSION_TTL_NS / 2;
+    b = append_cmd(f, ino, "b");
+    assert_int_equal(in_session(f, b, 2, 1).value, 2);
+
+    /* A command stamped earlier does not move the log clock back. */
+    later = put_cmd(f, "x", "x");
+    later.time_ns = f->clock - KV_SESSION_TTL_NS;
+    assert_int_equal(run(f, &later).status, 0);
+    assert_int_equal(in_session(f, a, 1, 1).value, 1);
+
+    /* Past the TTL of session 1 only: its retry applies again. */
+    f->clock += KV_SESSION_TTL_NS / 2 + 1;
+    assert_int_equal(put(f, "tick", "").status, 0);
+    assert_int_equal(in_session(f, b, 2, 1).value, 2);
+    assert_value(f, "f", "ab");
+    assert_int_equal(in_session(f, a, 1, 1).value, 3);
+    assert_value(f, "f", "aba");
+}
+
+static void test_session_table_is_bounded(void **state)
+{
+    struct fx *f = *state;
+    uint64_t ino = entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "f", 0644, 0).value;
+    struct kv_cmd a = append_cmd(f, ino, "a");
+    struct kv_cmd b = append_cmd(f, ino, "b");
+    struct kv_cmd *many = calloc(KV_SESSION_MAX, sizeof(*many));
+
+    assert_non_null(many);
+    assert_int_equal(in_session(f, a, 1, 1).value, 1);
+    assert_int_equal(in_session(f, b, 2, 1).value, 2);
+    /* A retry counts as a use: session 2 is now the least recent. */
+    assert_int_equal(in_session(f, a, 1, 1).value, 1);
+
+    /* KV_SESSION_MAX - 2 more sessions fill the table exactly. */
+    for (size_t i = 0; i < KV_SESSION_MAX - 1; i++) {
+        many[i] = put_cmd(f, "k", "v");
+        many[i].session = 1000 + i;
+        many[i].seq = 1;
+    }
+    run_batch(f, many, KV_SESSION_MAX - 2);
+    assert_int_equal(in_session(f, b, 2, 1).value, 2);
+    assert_int_equal(in_session(f, a, 1, 1).value, 1);
+    assert_value(f, "f", "ab");
+
+    /* One more evicts the least recently used one: session 1000.  Its
+     * retry applies again, as a new session that evicts session 1001;
+     * that of session 1002 is still answered. */
+    run_batch(f, &many[KV_SESSION_MAX - 2], 1);
+    assert_int_equal(in_session(f, b, 2, 1).value, 2);
+    assert_int_equal(in_session(f, a, 1, 1).value, 1);
+    assert_int_equal(in_session(f, append_cmd(f, ino, "c"), 1000, 1).value, 3);
+    assert_int_equal(in_session(f, append_cmd(f, ino, "d"), 1001, 1).value, 4);
+    assert_int_equal(in_session(f, append_cmd(f, ino, "e"), 1003, 1).value,
+                     ino_of(f, KV_ROOT_INO, "k"));
+    assert_value(f, "f", "abcd");
+    free(many);
+}
+
 /* Writing 4 MiB in 4 KiB chunks, one transaction each, as a copy does. */
 static void test_fsm_large_file_in_chunks(void **state)
 {
@@ -1470,6 +1753,12 @@ int main(void)
         FX(test_fsm_setattr),
         FX(test_fsm_malformed_command_is_a_result),
         FX(test_fsm_large_file_in_chunks),
+        cmocka_unit_test(test_cmd_expect_round_trip),
+        FX(test_fsm_cas),
+        FX(test_session_duplicate_returns_stored_result),
+        FX(test_session_mkdir_append_rename_once),
+        FX(test_session_expires_by_log_time),
+        FX(test_session_table_is_bounded),
         FX(test_reader_readdir_offsets),
         FX(test_reader_lookup_get),
         FX(test_reader_list),
