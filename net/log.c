@@ -42,6 +42,94 @@ int ikd_log_level_parse(const char *name)
     return -1;
 }
 
+/* Levels set per module by IKADA_LOG; other modules use default_level. */
+#define LOG_MODULES_MAX 8
+#define LOG_MODULE_NAME_BYTES 16
+
+struct module_level
+{
+    char name[LOG_MODULE_NAME_BYTES];
+    int level;
+};
+
+static int default_level = IKD_LOG_INFO;
+static struct module_level module_levels[LOG_MODULES_MAX];
+static int n_module_levels;
+
+bool ikd_log_enabled(int level, const char *module)
+{
+    for (int i = 0; i < n_module_levels; i++) {
+        if (strcmp(module_levels[i].name, module) == 0) {
+            return level <= module_levels[i].level;
+        }
+    }
+    return level <= default_level;
+}
+
+/* One comma-separated item of an IKADA_LOG value: "LEVEL" or
+ * "MODULE=LEVEL".  Returns 0 or -1. */
+static int configure_item(const char *item,
+                          size_t len,
+                          int *dflt,
+                          struct module_level *mods,
+                          int *n_mods)
+{
+    char buf[64];
+    char *eq;
+    int level;
+
+    if (len == 0 || len >= sizeof(buf)) {
+        return -1;
+    }
+    memcpy(buf, item, len);
+    buf[len] = '\0';
+    eq = strchr(buf, '=');
+    level = ikd_log_level_parse(eq != NULL ? eq + 1 : buf);
+    if (level < 0) {
+        return -1;
+    }
+    if (eq == NULL) {
+        *dflt = level;
+        return 0;
+    }
+    *eq = '\0';
+    if (eq == buf || (size_t)(eq - buf) >= LOG_MODULE_NAME_BYTES ||
+        *n_mods == LOG_MODULES_MAX) {
+        return -1;
+    }
+    memcpy(mods[*n_mods].name, buf, (size_t)(eq - buf) + 1);
+    mods[*n_mods].level = level;
+    (*n_mods)++;
+    return 0;
+}
+
+int ikd_log_configure(const char *spec)
+{
+    struct module_level mods[LOG_MODULES_MAX];
+    int dflt = IKD_LOG_INFO;
+    int n_mods = 0;
+    int most;
+
+    while (spec != NULL && *spec != '\0') {
+        const char *comma = strchr(spec, ',');
+        size_t len = comma != NULL ? (size_t)(comma - spec) : strlen(spec);
+        if (configure_item(spec, len, &dflt, mods, &n_mods) != 0) {
+            return -1;
+        }
+        spec = comma != NULL ? comma + 1 : NULL;
+    }
+
+    most = dflt;
+    for (int i = 0; i < n_mods; i++) {
+        most = mods[i].level > most ? mods[i].level : most;
+    }
+    memcpy(module_levels, mods, sizeof(mods));
+    n_module_levels = n_mods;
+    default_level = dflt;
+    ikd_log_level = most;
+    return 0;
+}
+
 /* "2026-12-03T20:10:50.123Z" into buf. */
 static void format_time(char *buf, size_t size)
 {
