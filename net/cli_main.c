@@ -13,7 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../kv/inspect.h"
 #include "../raft/ikd.h"
+#include "bench.h"
 #include "client.h"
 
 #define DEFAULT_CLUSTER "127.0.0.1:1111,127.0.0.1:1112,127.0.0.1:1113"
@@ -41,9 +43,22 @@ static void usage(FILE *f)
         "  get KEY            print the value, byte for byte\n"
         "  get --local KEY    a possibly stale read from the first node\n"
         "  del KEY            remove KEY\n"
+        "  cas KEY OLD NEW    set KEY to NEW if it holds OLD (exit 1 if "
+        "not)\n"
+        "  cas --absent KEY NEW\n"
+        "                     set KEY to NEW if it does not exist\n"
         "  ls [PREFIX]        keys under PREFIX, one a line, sorted\n"
         "  status             one line a node: ID HOST:PORT ROLE TERM "
         "COMMIT APPLIED LEADER_ID\n"
+        "  inspect [--tail N] DATA_DIR\n"
+        "                     a node's hard state, log (the last N entries) "
+        "and\n"
+        "                     integrity checks, read only; exit 1 when a "
+        "check fails\n"
+        "  transfer [ID]      move leadership to ID, or to the most "
+        "up-to-date follower;\n"
+        "                     returns once it moved (exit 2: unknown ID)\n"
+        "  bench [OPTIONS]    closed-loop load (see ikada bench --help)\n"
         "options:\n"
         "  --cluster LIST     default $IKADA_CLUSTER, else " DEFAULT_CLUSTER
         "\n"
@@ -207,6 +222,30 @@ static int cmd_del(struct ikada_client *c,
     return report(ikada_del(c, argv[1]), argv[1], o);
 }
 
+static int cmd_cas(struct ikada_client *c,
+                   const struct options *o,
+                   int argc,
+                   char **argv)
+{
+    bool absent = argc >= 2 && strcmp(argv[1], "--absent") == 0;
+    const char *key;
+    const char *old;
+    int rv;
+
+    if (argc != 4) {
+        return usage_error("cas takes KEY OLD NEW, or --absent KEY NEW");
+    }
+    key = argv[absent ? 2 : 1];
+    old = absent ? NULL : argv[2];
+    rv = ikada_cas(c, key, old, old != NULL ? strlen(old) : 0, argv[3],
+                   strlen(argv[3]));
+    if (rv == -ECANCELED) {
+        fprintf(stderr, "ikada: '%s' did not hold the expected value\n", key);
+        return EXIT_NOT_FOUND;
+    }
+    return report(rv, key, o);
+}
+
 static int compare_keys(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -275,8 +314,70 @@ static int cmd_status(struct ikada_client *c, int argc)
     return EXIT_OK;
 }
 
+/* transfer [ID]: leadership to ID, or to the most up-to-date follower. */
+static int cmd_transfer(struct ikada_client *c, int argc, char **argv)
+{
+    unsigned long id = 0;
+    char *end;
+    int rv;
+
+    if (argc > 2) {
+        return usage_error("transfer takes at most one node id");
+    }
+    if (argc == 2) {
+        errno = 0;
+        id = strtoul(argv[1], &end, 10);
+        if (errno != 0 || *end != '\0' || end == argv[1] || id == 0 ||
+            id > UINT32_MAX || argv[1][0] == '-') {
+            return usage_error("transfer takes a node id (1, 2, ...)");
+        }
+    }
+    rv = ikada_transfer(c, (uint32_t)id);
+    if (rv == -EINVAL) {
+        fprintf(stderr, "ikada: transfer: no member has id %lu\n", id);
+        return EXIT_USAGE;
+    }
+    if (rv != 0) {
+        fprintf(stderr, "ikada: transfer failed: %s\n", ikd_strerror(rv));
+        return EXIT_CLUSTER;
+    }
+    return EXIT_OK;
+}
+
 /* Global options come before the command; everything after it belongs to
  * the command, so a VALUE that starts with '-' is not taken for one. */
+/* inspect [--tail N] DATA_DIR: needs no cluster, only the folder. */
+static int cmd_inspect(int argc, char **argv)
+{
+    struct kv_inspect_opts opts = {.max_entries = SIZE_MAX};
+    const char *why = NULL;
+    char *end;
+    int rv;
+
+    if (argc == 4 && strcmp(argv[1], "--tail") == 0) {
+        errno = 0;
+        opts.max_entries = (size_t)strtoull(argv[2], &end, 10);
+        if (errno != 0 || *end != '\0' || end == argv[2] || argv[2][0] == '-') {
+            return usage_error("--tail takes a number of entries");
+        }
+        argv += 2;
+        argc -= 2;
+    }
+    if (argc != 2) {
+        return usage_error("inspect takes [--tail N] DATA_DIR");
+    }
+    rv = kv_inspect(argv[1], &opts, stdout, &why);
+    if (rv == IKD_ECORRUPT) {
+        fprintf(stderr, "ikada: %s: integrity checks failed\n", argv[1]);
+        return EXIT_NOT_FOUND;
+    }
+    if (rv != 0) {
+        fprintf(stderr, "ikada: %s: %s\n", argv[1], why);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
     static const struct option longopts[] = {
@@ -337,6 +438,9 @@ int main(int argc, char **argv)
     args = argv + optind;
     n_args = argc - optind;
 
+    if (strcmp(cmd, "inspect") == 0) {
+        return cmd_inspect(n_args, args);
+    }
     if (ikada_client_open(o.cluster, o.timeout_ms, &c) != 0) {
         fprintf(stderr, "ikada: invalid cluster list '%s'\n", o.cluster);
         return EXIT_USAGE;
@@ -347,10 +451,16 @@ int main(int argc, char **argv)
         rv = cmd_get(c, &o, n_args, args);
     } else if (strcmp(cmd, "del") == 0) {
         rv = cmd_del(c, &o, n_args, args);
+    } else if (strcmp(cmd, "cas") == 0) {
+        rv = cmd_cas(c, &o, n_args, args);
     } else if (strcmp(cmd, "ls") == 0) {
         rv = cmd_ls(c, &o, n_args, args);
     } else if (strcmp(cmd, "status") == 0) {
         rv = cmd_status(c, n_args);
+    } else if (strcmp(cmd, "transfer") == 0) {
+        rv = cmd_transfer(c, n_args, args);
+    } else if (strcmp(cmd, "bench") == 0) {
+        rv = net_bench_main(o.cluster, o.timeout_ms, n_args, args);
     } else {
         fprintf(stderr, "ikada: unknown command '%s' (see ikada --help)\n",
                 cmd);

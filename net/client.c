@@ -13,9 +13,11 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -554,6 +556,36 @@ int ikada_del(struct ikada_client *c, const char *key)
     return propose(c, &cmd);
 }
 
+int ikada_cas(struct ikada_client *c,
+              const char *key,
+              const void *expect,
+              size_t expect_len,
+              const void *value,
+              size_t len)
+{
+    struct kv_cmd cmd = {.op = KV_OP_CAS};
+    int rv = kv_key_check(key, strlen(key));
+
+    if (rv != 0) {
+        return rv;
+    }
+    if (len > IKD_MAX_VALUE_BYTES_LIMIT ||
+        expect_len > IKD_MAX_VALUE_BYTES_LIMIT - len) {
+        return -EFBIG;
+    }
+    cmd.path = key;
+    cmd.path_len = strlen(key);
+    cmd.data = len > 0 ? value : (const uint8_t *)"";
+    cmd.data_len = len;
+    if (expect == NULL) {
+        cmd.flags = KV_F_ABSENT;
+    } else {
+        cmd.expect = expect_len > 0 ? expect : (const uint8_t *)"";
+        cmd.expect_len = expect_len;
+    }
+    return propose(c, &cmd);
+}
+
 /* Copy a GET reply's value out of its frame. */
 static int take_value(struct reply *r, uint8_t **value, size_t *len)
 {
@@ -693,6 +725,69 @@ static void fill_status(const struct net_client_resp *resp,
     s->commit = resp->commit;
     s->applied = resp->applied;
     s->leader_id = resp->leader_id;
+}
+
+/* The leader with the highest term among the nodes' reports, if any. */
+static int find_leader(struct ikada_client *c, uint32_t *id, uint64_t *term)
+{
+    struct ikada_node_status *s;
+    size_t n;
+    size_t i;
+    int rv = ikada_status(c, &s, &n);
+
+    if (rv != 0) {
+        return rv;
+    }
+    *id = 0;
+    *term = 0;
+    for (i = 0; i < n; i++) {
+        if (s[i].reachable && strcmp(s[i].role, "leader") == 0 &&
+            s[i].term >= *term) {
+            *id = s[i].id;
+            *term = s[i].term;
+        }
+    }
+    free(s);
+    return 0;
+}
+
+int ikada_transfer(struct ikada_client *c, uint32_t target)
+{
+    uint64_t deadline = now_ms() + c->timeout_ms;
+    struct net_client_req req = {.op = NET_OP_TRANSFER};
+    struct reply r = {0};
+    char key[16];
+    uint32_t old_id;
+    uint32_t id;
+    uint64_t old_term;
+    uint64_t term;
+    int rv;
+
+    rv = find_leader(c, &old_id, &old_term);
+    if (rv != 0) {
+        return rv;
+    }
+    req.key_len = target == 0
+                      ? 0
+                      : (size_t)snprintf(key, sizeof(key), "%" PRIu32, target);
+    req.key = key;
+    rv = call_leader(c, &req, &r);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = r.msg.resp.status;
+    reply_free(&r);
+    if (rv != 0 || target == old_id) {
+        return rv;
+    }
+    while (ms_until(deadline) > 0) {
+        if (find_leader(c, &id, &term) == 0 && term > old_term &&
+            id != old_id && (target == 0 || id == target)) {
+            return 0;
+        }
+        sleep_ms(BACKOFF_MS, deadline);
+    }
+    return IKD_ETIMEDOUT;
 }
 
 int ikada_status(struct ikada_client *c,

@@ -34,6 +34,16 @@ int ikada_get_local(struct ikada_client *c,
                     uint8_t **value,
                     size_t *len);
 int ikada_del(struct ikada_client *c, const char *key);
+/* Compare-and-set: set key to value when it holds exactly the expect_len
+ * bytes at expect, or, with expect NULL, when it does not exist.  0 when
+ * set, -ECANCELED (KV_CAS_MISMATCH) when the key held something else, or
+ * the errors above.  Applied once even when retried. */
+int ikada_cas(struct ikada_client *c,
+              const char *key,
+              const void *expect,
+              size_t expect_len,
+              const void *value,
+              size_t len);
 /* *keys is a malloc'd array of malloc'd NUL-terminated keys; free with
  * ikada_keys_free(). */
 int ikada_list(struct ikada_client *c,
@@ -58,5 +68,11 @@ struct ikada_node_status
 int ikada_status(struct ikada_client *c,
                  struct ikada_node_status **out,
                  size_t *n);
+
+/* Move leadership to node target, or with target 0 to the most up-to-date
+ * follower, and wait until a node reports that it leads in a newer term.
+ * Returns 0 once it moved (also when target already leads), -EINVAL when
+ * target is not a member, IKD_ETIMEDOUT when it did not move in time. */
+int ikada_transfer(struct ikada_client *c, uint32_t target);
 
 #endif /* IKADA_CLIENT_H */
