@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -43,7 +44,8 @@
 #define FS_META_FIRST_INO 3
 
 static const char *const fs_meta_names[] = {
-    "id", "leader", "term", "role", "commit", "applied", "members", "status",
+    "id",      "leader",  "term",   "role",    "commit",
+    "applied", "members", "status", "metrics",
 };
 
 #define FS_META_COUNT (sizeof(fs_meta_names) / sizeof(fs_meta_names[0]))
@@ -56,7 +58,7 @@ _Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
 /* The size getattr reports for a .ikada file: large enough that readers
  * which trust st_size read the whole content, which direct_io ends at its
  * real length. */
-#define FS_META_SIZE_BYTES 4096
+#define FS_META_SIZE_BYTES 65536
 
 /* Readdir positions before the state machine's entries: ".", "..", and
  * ".ikada" in the root.  Entry k of the state machine is at k + 3. */
@@ -69,6 +71,22 @@ _Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
 /* fi->fh of a regular file: how it was opened. */
 #define FS_FH_APPEND 1u
 
+/* The mount's commands run in a session of the state machine (kv/cmd.h),
+ * which allows one command in flight per session: each command in flight
+ * takes a lane, a session of its own (the mount's random base plus the lane
+ * number) whose seq grows by one a command.  A late copy of a command that
+ * timed out is then refused as stale once its lane moved on, instead of
+ * applying after newer changes.  Past FS_MAX_LANES commands in flight, the
+ * rest go without a session. */
+#define FS_LANE_BITS 8
+#define FS_MAX_LANES (1u << FS_LANE_BITS)
+
+struct fs_lane
+{
+    uint64_t seq; /* of the lane's latest command */
+    bool busy;
+};
+
 struct fs
 {
     uv_loop_t *loop;
@@ -80,6 +98,9 @@ struct fs
     uid_t uid; /* owner reported for every file */
     gid_t gid;
     struct fs_req *pending; /* requests waiting for the node */
+    uint64_t session_base;  /* random; the low FS_LANE_BITS are the lane */
+    struct fs_lane lanes[FS_MAX_LANES];
+    bool local_reads; /* serve reads from this node's state, maybe stale */
     bool unmounting;
     void (*unmount_cb)(void *arg);
     void *unmount_arg;
@@ -115,6 +136,7 @@ struct fs_req
     uint64_t offset;
     size_t size;
     struct fuse_file_info fi;
+    uint32_t lane; /* 1 + the lane of its command, 0 for none */
     size_t name_len;
     char name[]; /* NUL-terminated, for lookups */
 };
@@ -287,6 +309,9 @@ static void fs_req_unlink(struct fs_req *r)
 
 static void fs_req_free(struct fs_req *r)
 {
+    if (r->fs != NULL && r->lane != 0) {
+        r->fs->lanes[r->lane - 1].busy = false;
+    }
     if (r->fs != NULL) {
         fs_req_unlink(r);
     }
@@ -316,6 +341,16 @@ static void fs_submit(struct fs_req *r, struct kv_cmd *c)
 
     c->time_ns = fs_now_ns();
     c->max_bytes = fs_max_bytes(f);
+    assert(r->lane == 0);
+    for (uint32_t i = 0; i < FS_MAX_LANES; i++) {
+        if (!f->lanes[i].busy) {
+            f->lanes[i].busy = true;
+            r->lane = i + 1;
+            c->session = f->session_base | i;
+            c->seq = ++f->lanes[i].seq;
+            break;
+        }
+    }
     rv = kv_cmd_encode(c, &buf, &len);
     if (rv != 0) {
         fs_req_fail(r, rv);
@@ -335,7 +370,13 @@ static void fs_submit(struct fs_req *r, struct kv_cmd *c)
  * freed here. */
 static void fs_barrier(struct fs_req *r)
 {
-    int rv = node_read_barrier(r->fs->node, fs_barrier_cb, r);
+    int rv;
+
+    if (r->fs->local_reads) {
+        fs_barrier_cb(r, 0);
+        return;
+    }
+    rv = node_read_barrier(r->fs->node, fs_barrier_cb, r);
 
     if (rv != 0) {
         fs_req_fail(r, rv);
@@ -436,7 +477,22 @@ static void fs_do_getattr_local(struct fs *f, fuse_req_t req, uint64_t ino)
 
 static void fs_do_getattr(struct fs_req *r)
 {
-    fs_do_getattr_local(r->fs, r->req, r->ino);
+    struct kv_attr a;
+    int rv = kv_reader_getattr(node_reader(r->fs->node), r->ino, &a);
+
+    if (rv == -ENOENT) {
+        /* The kernel checks permissions with fresh attributes during a
+         * path walk: an inode replaced by a rename since it was looked up
+         * must make the walk look the name up again (ESTALE), not fail
+         * the open or stat of a name that exists all along. */
+        fuse_reply_err(r->req, ESTALE);
+        return;
+    }
+    if (rv != 0) {
+        fs_reply_rv(r->req, rv);
+        return;
+    }
+    fs_reply_attr(r->fs, r->req, &a);
 }
 
 static void fs_do_open(struct fs_req *r)
@@ -444,6 +500,13 @@ static void fs_do_open(struct fs_req *r)
     struct kv_attr a;
     int rv = kv_reader_getattr(node_reader(r->fs->node), r->ino, &a);
 
+    if (rv == -ENOENT) {
+        /* The name was looked up, then replaced (a rename over it) or
+         * removed before the open: ESTALE makes the kernel look the name
+         * up again, so the open sees the name's present file, or none. */
+        fuse_reply_err(r->req, ESTALE);
+        return;
+    }
     if (rv != 0) {
         fs_reply_rv(r->req, rv);
         return;
@@ -659,6 +722,17 @@ static json_t *fs_status_json(const struct node_info *in,
     return o;
 }
 
+static void fs_meta_metrics(struct fs *f, FILE *out)
+{
+    struct ikd_buf b = {0};
+
+    node_metrics_render(f->node, &b);
+    if (b.data != NULL) {
+        fwrite(b.data, 1, b.len, out);
+    }
+    ikd_buf_free(&b);
+}
+
 /* Write the content of .ikada file idx to out. */
 static void fs_meta_print(struct fs *f, size_t idx, FILE *out)
 {
@@ -701,12 +775,15 @@ static void fs_meta_print(struct fs *f, size_t idx, FILE *out)
                         (unsigned)p->port);
             }
             break;
-        default:
+        case 7:
             o = fs_status_json(&in, cfg);
             s = json_dumps(o, JSON_COMPACT);
             fprintf(out, "%s\n", s != NULL ? s : "{}");
             free(s);
             json_decref(o);
+            break;
+        default:
+            fs_meta_metrics(f, out);
     }
 }
 
@@ -1643,6 +1720,13 @@ int fs_mount(uv_loop_t *loop,
     f->node = node;
     f->uid = getuid();
     f->gid = getgid();
+    if (getrandom(&f->session_base, sizeof(f->session_base), 0) !=
+        (ssize_t)sizeof(f->session_base)) {
+        f->session_base = (uint64_t)fs_now_ns() ^ ((uint64_t)getpid() << 32);
+    }
+    /* Never session 0 ("none"), whatever the lane. */
+    f->session_base =
+        (f->session_base & ~(uint64_t)(FS_MAX_LANES - 1)) | FS_MAX_LANES;
     rv = fs_prepare_mountpoint(mountpoint, &f->mountpoint);
     if (rv != 0) {
         goto err_after_alloc;
@@ -1674,6 +1758,11 @@ err_after_session:
 err_after_alloc:
     free(f);
     return rv;
+}
+
+void fs_set_local_reads(struct fs *f, bool local)
+{
+    f->local_reads = local;
 }
 
 static void fs_close_cb(uv_handle_t *h)

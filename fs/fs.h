@@ -11,6 +11,8 @@
 #ifndef FS_FS_H
 #define FS_FS_H
 
+#include <stdbool.h>
+
 #include <uv.h>
 
 #include "../net/node.h"
@@ -27,6 +29,12 @@ int fs_mount(uv_loop_t *loop,
              struct node *node,
              const char *mountpoint,
              struct fs **out);
+
+/* With local set, reads (lookup, getattr, readdir, read, open) are served
+ * from this node's applied state at once, without a read barrier: faster,
+ * and possibly stale (a follower behind, or cut off from the leader, shows
+ * old data).  Default: linearizable reads. */
+void fs_set_local_reads(struct fs *f, bool local);
 
 /* Stop serving, answer every request still waiting for the node with EIO,
  * unmount, and close the loop's handles; cb runs once they are closed and
