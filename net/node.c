@@ -21,9 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "../kv/cmd.h"
 #include "../kv/store.h"
+#include "metrics.h"
+#include "trace.h"
 
 #define NODE_MOD "node"
 
@@ -51,6 +54,7 @@ struct job
     raft_term_t persist_term;
     struct msg_list after; /* sent once the job is durable */
     int rv;
+    uint64_t write_ns; /* time the transaction took, on the worker */
 };
 
 enum waiter_stage {
@@ -64,7 +68,9 @@ struct waiter
 {
     struct waiter *prev;
     struct waiter *next;
-    uint64_t id; /* req_id towards the leader, ctx for raft_read_index */
+    struct node *node;
+    uint64_t start_ns; /* uv_hrtime() when the request came */
+    uint64_t id;       /* req_id towards the leader, ctx for raft_read_index */
     bool is_read;
     enum waiter_stage stage;
     raft_index_t index;
@@ -99,6 +105,24 @@ struct client_req
     uint8_t op;
     char *key;
     size_t key_len;
+};
+
+/* Counters and histograms behind node_metrics_render(); loop thread. */
+struct node_stats
+{
+    uint64_t elections;      /* times this node became a candidate */
+    uint64_t leader_changes; /* times the known leader changed */
+    uint64_t proposals_ok;
+    uint64_t proposals_failed;
+    uint64_t reads_ok;
+    uint64_t reads_failed;
+    uint64_t storage_writes;
+    uint64_t storage_failures;
+    uint64_t entries_persisted;
+    uint64_t entries_applied;
+    struct ikd_hist proposal_latency;
+    struct ikd_hist read_latency;
+    struct ikd_hist storage_latency;
 };
 
 struct node
@@ -140,6 +164,8 @@ struct node
     void (*stop_cb)(void *arg);
     void *stop_arg;
     unsigned open_handles;
+
+    struct node_stats stats;
 };
 
 static uint64_t now_ms(const struct node *n)
@@ -190,8 +216,23 @@ static void waiter_link(struct node *n, struct waiter *w)
     n->waiters.prev = w;
 }
 
+static void waiter_count(struct waiter *w, int status)
+{
+    struct node_stats *st = &w->node->stats;
+    uint64_t ns = uv_hrtime() - w->start_ns;
+
+    if (w->is_read) {
+        ikd_hist_observe(&st->read_latency, ns);
+        *(status >= 0 ? &st->reads_ok : &st->reads_failed) += 1;
+    } else {
+        ikd_hist_observe(&st->proposal_latency, ns);
+        *(status >= 0 ? &st->proposals_ok : &st->proposals_failed) += 1;
+    }
+}
+
 static void waiter_finish(struct waiter *w, int status, uint64_t value)
 {
+    waiter_count(w, status);
     w->prev->next = w->next;
     w->next->prev = w->prev;
     if (w->is_read) {
@@ -367,7 +408,9 @@ err:
 static void job_work_cb(uv_work_t *work)
 {
     struct job *j = work->data;
+    uint64_t start = uv_hrtime();
     j->rv = kv_store_write(j->node->store, &j->batch);
+    j->write_ns = uv_hrtime() - start;
 }
 
 static void job_complete_waiters(struct node *n, struct job *j)
@@ -441,9 +484,14 @@ static void job_after_cb(uv_work_t *work, int status)
         return;
     }
     if (j->rv != 0) {
+        n->stats.storage_failures++;
         job_failed(n, j);
         return;
     }
+    n->stats.storage_writes++;
+    n->stats.entries_persisted += j->n_log;
+    n->stats.entries_applied += j->n_apply;
+    ikd_hist_observe(&n->stats.storage_latency, j->write_ns);
 
     if (j->persist_index != 0) {
         raft_persisted(n->raft, j->persist_index, j->persist_term);
@@ -523,8 +571,10 @@ static void on_soft_state(struct node *n, const struct raft_update *u)
     if (u->role != n->role) {
         IKD_INFO(NODE_MOD, "role %s -> %s", raft_role_name(n->role),
                  raft_role_name(u->role));
+        n->stats.elections += u->role == RAFT_CANDIDATE;
     }
     if (u->leader != n->leader) {
+        n->stats.leader_changes += u->leader != 0;
         if (u->leader != 0) {
             IKD_INFO(NODE_MOD, "leader is now %u", u->leader);
         } else {
@@ -690,6 +740,8 @@ static struct waiter *waiter_new(struct node *n, bool is_read)
         return NULL;
     }
     w->id = ++n->next_id;
+    w->node = n;
+    w->start_ns = uv_hrtime();
     w->is_read = is_read;
     w->stage = W_NEED_LEADER;
     w->deadline_ms = now_ms(n) + n->cfg.request_timeout_ms;
@@ -979,19 +1031,25 @@ static int client_check_cmd(struct node *n,
     if (kv_cmd_decode(r->cmd, r->cmd_len, &cmd) != 0) {
         return IKD_EMALFORMED;
     }
-    if (cmd.op != KV_OP_PUT && cmd.op != KV_OP_DEL) {
+    if (cmd.op != KV_OP_PUT && cmd.op != KV_OP_DEL && cmd.op != KV_OP_CAS) {
         return -EINVAL;
     }
     int rv = kv_key_check(cmd.path, cmd.path_len);
     if (rv != 0) {
         return rv;
     }
-    if (cmd.data_len > n->cfg.max_value_bytes) {
+    if (cmd.data_len > n->cfg.max_value_bytes ||
+        cmd.expect_len > n->cfg.max_value_bytes) {
         return -EFBIG;
     }
     if (cmd.max_bytes > n->cfg.max_value_bytes) {
         cmd.max_bytes = n->cfg.max_value_bytes;
     }
+    /* The leader's clock, not the client's, goes into the log: sessions
+     * expire by the time the log carries (kv/cmd.h). */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    cmd.time_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
     return kv_cmd_encode(&cmd, out, out_len);
 }
 
@@ -1037,6 +1095,32 @@ static int client_start(struct node *n,
     return node_read_barrier(n, client_read_cb, c);
 }
 
+/* Start a leadership transfer (Raft 3.10) and answer at once: 0 when it
+ * started, -EINVAL for an id that is not a voter.  The client watches the
+ * leader change. */
+static void client_transfer(struct node *n,
+                            uint64_t conn_id,
+                            const struct net_client_req *r)
+{
+    raft_id_t target = 0;
+    int rv = 0;
+
+    for (size_t i = 0; i < r->key_len && rv == 0; i++) {
+        if (r->key[i] < '0' || r->key[i] > '9' || target > UINT32_MAX / 10) {
+            rv = -EINVAL;
+        } else {
+            target = target * 10 + (raft_id_t)(r->key[i] - '0');
+        }
+    }
+    if (rv == 0) {
+        rv = raft_transfer(n->raft, target);
+    }
+    IKD_INFO(NODE_MOD, "transfer asked target=%u -> %s", (unsigned)target,
+             ikd_strerror(rv));
+    client_reply_status(n, conn_id, r->req_id, rv, 0);
+    process_updates(n);
+}
+
 static void on_client_req(struct node *n,
                           uint64_t conn_id,
                           const struct net_client_req *r)
@@ -1048,6 +1132,10 @@ static void on_client_req(struct node *n,
     if (r->op != NET_OP_GET_LOCAL && n->role != RAFT_LEADER) {
         int status = n->leader != 0 ? IKD_ENOTLEADER : IKD_ENOLEADER;
         client_reply_status(n, conn_id, r->req_id, status, 0);
+        return;
+    }
+    if (r->op == NET_OP_TRANSFER) {
+        client_transfer(n, conn_id, r);
         return;
     }
     struct client_req *c = calloc(1, sizeof(*c));
@@ -1351,4 +1439,141 @@ void node_get_info(struct node *n, struct node_info *out)
 const struct node_config *node_get_config(struct node *n)
 {
     return &n->cfg;
+}
+
+static void metrics_state(struct node *n, struct ikd_buf *b)
+{
+    static const enum raft_role roles[] = {RAFT_FOLLOWER, RAFT_CANDIDATE,
+                                           RAFT_LEADER};
+    char labels[48];
+
+    ikd_metric_family(b, "ikada_role", "gauge",
+                      "1 for the role this node has now.");
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+        snprintf(labels, sizeof(labels), "role=\"%s\"",
+                 raft_role_name(roles[i]));
+        ikd_metric_u64(b, "ikada_role", labels, n->role == roles[i]);
+    }
+    ikd_metric_family(b, "ikada_term", "gauge", "Current Raft term.");
+    ikd_metric_u64(b, "ikada_term", "", raft_term(n->raft));
+    ikd_metric_family(b, "ikada_leader_id", "gauge",
+                      "Id of the known leader, 0 when none.");
+    ikd_metric_u64(b, "ikada_leader_id", "", n->leader);
+    ikd_metric_family(b, "ikada_commit_index", "gauge",
+                      "Highest log index known committed.");
+    ikd_metric_u64(b, "ikada_commit_index", "", raft_commit(n->raft));
+    ikd_metric_family(b, "ikada_applied_index", "gauge",
+                      "Highest log index applied and durable.");
+    ikd_metric_u64(b, "ikada_applied_index", "", n->applied);
+    ikd_metric_family(b, "ikada_last_log_index", "gauge",
+                      "Index of the last entry in the log.");
+    ikd_metric_u64(b, "ikada_last_log_index", "", raft_last_index(n->raft));
+}
+
+/* Replication of each follower, as the leader sees it. */
+static void metrics_peers(struct node *n, struct ikd_buf *b)
+{
+    raft_index_t last = raft_last_index(n->raft);
+    char labels[32];
+
+    if (n->role != RAFT_LEADER) {
+        return;
+    }
+    ikd_metric_family(b, "ikada_peer_match_index", "gauge",
+                      "Highest index known replicated on the peer (leader).");
+    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+        raft_id_t id = n->cfg.peers[i].id;
+        if (id != n->cfg.id) {
+            snprintf(labels, sizeof(labels), "peer=\"%u\"", (unsigned)id);
+            ikd_metric_u64(b, "ikada_peer_match_index", labels,
+                           raft_match_index(n->raft, id));
+        }
+    }
+    ikd_metric_family(b, "ikada_peer_lag_entries", "gauge",
+                      "Entries the peer is behind the leader's log.");
+    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+        raft_id_t id = n->cfg.peers[i].id;
+        if (id != n->cfg.id) {
+            snprintf(labels, sizeof(labels), "peer=\"%u\"", (unsigned)id);
+            ikd_metric_u64(b, "ikada_peer_lag_entries", labels,
+                           last - raft_match_index(n->raft, id));
+        }
+    }
+}
+
+static void metrics_counter(struct ikd_buf *b,
+                            const char *name,
+                            const char *help,
+                            uint64_t value)
+{
+    ikd_metric_family(b, name, "counter", help);
+    ikd_metric_u64(b, name, "", value);
+}
+
+static void metrics_requests(struct node *n, struct ikd_buf *b)
+{
+    const struct node_stats *st = &n->stats;
+
+    ikd_metric_family(b, "ikada_proposals_total", "counter",
+                      "Proposals made through this node, by outcome.");
+    ikd_metric_u64(b, "ikada_proposals_total", "result=\"ok\"",
+                   st->proposals_ok);
+    ikd_metric_u64(b, "ikada_proposals_total", "result=\"error\"",
+                   st->proposals_failed);
+    ikd_metric_family(b, "ikada_proposal_seconds", "histogram",
+                      "From a proposal to its outcome on this node.");
+    ikd_metric_hist(b, "ikada_proposal_seconds", &st->proposal_latency);
+    ikd_metric_family(b, "ikada_reads_total", "counter",
+                      "Linearizable read points asked, by outcome.");
+    ikd_metric_u64(b, "ikada_reads_total", "result=\"ok\"", st->reads_ok);
+    ikd_metric_u64(b, "ikada_reads_total", "result=\"error\"",
+                   st->reads_failed);
+    ikd_metric_family(b, "ikada_read_seconds", "histogram",
+                      "From a read to its read point on this node.");
+    ikd_metric_hist(b, "ikada_read_seconds", &st->read_latency);
+}
+
+static void metrics_storage(struct node *n, struct ikd_buf *b)
+{
+    const struct node_stats *st = &n->stats;
+
+    metrics_counter(b, "ikada_storage_writes_total",
+                    "Durable transactions (one fsync each).",
+                    st->storage_writes);
+    metrics_counter(b, "ikada_storage_failures_total",
+                    "Transactions that failed and were retried.",
+                    st->storage_failures);
+    ikd_metric_family(b, "ikada_storage_write_seconds", "histogram",
+                      "Time of one durable transaction, fsync included.");
+    ikd_metric_hist(b, "ikada_storage_write_seconds", &st->storage_latency);
+    metrics_counter(b, "ikada_entries_persisted_total", "Log entries written.",
+                    st->entries_persisted);
+    metrics_counter(b, "ikada_entries_applied_total",
+                    "Log entries applied to the state machine.",
+                    st->entries_applied);
+    metrics_counter(b, "ikada_elections_total",
+                    "Times this node became a candidate.", st->elections);
+    metrics_counter(b, "ikada_leader_changes_total",
+                    "Times a new leader became known.", st->leader_changes);
+}
+
+static void metrics_tracing(struct ikd_buf *b)
+{
+    struct ikd_trace_stats ts;
+
+    ikd_tracer_stats(&ts);
+    metrics_counter(b, "ikada_spans_exported_total",
+                    "Trace spans the collector accepted.", ts.exported);
+    metrics_counter(b, "ikada_spans_dropped_total",
+                    "Trace spans lost to a full queue or a failed export.",
+                    ts.dropped);
+}
+
+void node_metrics_render(struct node *n, struct ikd_buf *out)
+{
+    metrics_state(n, out);
+    metrics_peers(n, out);
+    metrics_requests(n, out);
+    metrics_storage(n, out);
+    metrics_tracing(out);
 }

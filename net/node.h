@@ -12,6 +12,7 @@
 
 #include "../kv/reader.h"
 #include "../raft/raft.h"
+#include "metrics.h"
 #include "transport.h"
 
 struct node_config
@@ -76,6 +77,9 @@ struct node_info
 };
 
 void node_get_info(struct node *n, struct node_info *out);
+
+/* Append the node's metrics in the Prometheus text format to out. */
+void node_metrics_render(struct node *n, struct ikd_buf *out);
 const struct node_config *node_get_config(struct node *n);
 
 #endif /* NET_NODE_H */

@@ -28,6 +28,7 @@ static const char usage_text[] =
     "                    --data DIR [--mount DIR]\n"
     "                    [--election-timeout-ms MS] [--heartbeat-ms MS]\n"
     "                    [--max-value-bytes N]\n"
+    "                    [--mount-reads linearizable|local]\n"
     "\n"
     "Runs node N of an Ikada cluster.  It serves peers and clients on its\n"
     "own address in --cluster, keeps all durable state in --data, and\n"
@@ -40,16 +41,21 @@ static const char usage_text[] =
     "  --election-timeout-ms MS election timeout (default 1000)\n"
     "  --heartbeat-ms MS        heartbeat interval (default 100)\n"
     "  --max-value-bytes N      largest value or file (default 4194304)\n"
+    "  --mount-reads MODE       linearizable (default) or local: reads\n"
+    "                           through the mount skip the leader round\n"
+    "                           and may return stale data\n"
     "  --help                   this text\n"
     "\n"
     "IKADA_LOG sets the log level: error, warn, info (default), debug,\n"
-    "trace.  SIGTERM or SIGINT stops the node cleanly.\n";
+    "trace, for all modules and per module (raft, node, net, fs, server):\n"
+    "IKADA_LOG=info,raft=debug.  SIGTERM or SIGINT stops the node cleanly.\n";
 
 struct server
 {
     uv_loop_t *loop;
     struct node_config cfg;
     const char *mount_dir;
+    bool mount_reads_local;
     struct node *node;
     struct fs *fs;
     uv_signal_t sigterm;
@@ -150,6 +156,7 @@ enum {
     OPT_ELECTION,
     OPT_HEARTBEAT,
     OPT_MAX_VALUE,
+    OPT_MOUNT_READS,
     OPT_HELP,
 };
 
@@ -161,6 +168,7 @@ static const struct option long_options[] = {
     {"election-timeout-ms", required_argument, NULL, OPT_ELECTION},
     {"heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT},
     {"max-value-bytes", required_argument, NULL, OPT_MAX_VALUE},
+    {"mount-reads", required_argument, NULL, OPT_MOUNT_READS},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -194,6 +202,13 @@ static void apply_option(struct server *s,
         case OPT_MAX_VALUE:
             s->cfg.max_value_bytes = parse_number("--max-value-bytes", arg, 1,
                                                   IKD_MAX_VALUE_BYTES_LIMIT);
+            break;
+        case OPT_MOUNT_READS:
+            if (strcmp(arg, "local") != 0 && strcmp(arg, "linearizable") != 0) {
+                die_usage("--mount-reads: '%s' is not linearizable or local",
+                          arg);
+            }
+            s->mount_reads_local = strcmp(arg, "local") == 0;
             break;
         case OPT_HELP:
             fputs(usage_text, stdout);
@@ -363,6 +378,7 @@ static int start_server(struct server *s)
             shutdown_server(s);
             return 1;
         }
+        fs_set_local_reads(s->fs, s->mount_reads_local);
         IKD_INFO("server", "mounted at %s", s->mount_dir);
     }
     return 0;
@@ -372,12 +388,11 @@ int main(int argc, char **argv)
 {
     struct server s = {0};
     const char *level = getenv("IKADA_LOG");
-    if (level != NULL && ikd_log_level_parse(level) < 0) {
-        die_usage("IKADA_LOG=%s is not error, warn, info, debug or trace",
-                  level);
-    }
-    if (level != NULL) {
-        ikd_log_level = ikd_log_level_parse(level);
+    if (level != NULL && ikd_log_configure(level) != 0) {
+        die_usage(
+            "IKADA_LOG=%s is not LEVEL[,MODULE=LEVEL...] with LEVEL "
+            "error, warn, info, debug or trace",
+            level);
     }
     parse_args(&s, argc, argv);
     check_port(self_peer(&s.cfg));
