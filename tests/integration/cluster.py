@@ -229,10 +229,10 @@ def children(pid):
 
 
 class Node:
-    def __init__(self, cluster, nid, port):
+    def __init__(self, cluster, nid, port, host="127.0.0.1"):
         self.cluster = cluster
         self.id = nid
-        self.host = "127.0.0.1"
+        self.host = host
         self.port = port
         self.data = os.path.join(cluster.root, "n%d" % nid)
         self.mount = os.path.join(cluster.root, "m%d" % nid)
@@ -257,10 +257,12 @@ class Node:
 
 
 class Cluster:
-    """N ikada-server processes on 127.0.0.1 with their own data folders,
-    mounts and logs below one temporary folder."""
+    """N ikada-server processes on loopback with their own data folders,
+    mounts and logs below one temporary folder.  hosts gives each node's
+    address in id order (default: all on 127.0.0.1)."""
 
-    def __init__(self, n=3, name="cluster", extra_args=(), env=None):
+    def __init__(self, n=3, name="cluster", extra_args=(), env=None,
+                 hosts=None):
         base = os.environ.get("IKADA_TEST_TMP") or None
         safe = "".join(c if c.isalnum() else "-" for c in name)[:40]
         self.root = tempfile.mkdtemp(prefix="ikada-it-%s-" % safe, dir=base)
@@ -271,7 +273,12 @@ class Cluster:
         if env:
             self.env.update(env)
         ports = free_ports(n)
-        self.nodes = {i + 1: Node(self, i + 1, ports[i]) for i in range(n)}
+        hosts = list(hosts) if hosts is not None else ["127.0.0.1"] * n
+        assert len(hosts) == n, "one host a node"
+        self.nodes = {
+            i + 1: Node(self, i + 1, ports[i], hosts[i])
+            for i in range(n)
+        }
         self.spec = ",".join(
             "%d=%s" % (i, nd.addr) for i, nd in self.nodes.items())
         self.closed = False
