@@ -18,6 +18,7 @@
 
 #include "../fs/fs.h"
 #include "../kv/store.h"
+#include "http.h"
 #include "node.h"
 
 #define EXIT_USAGE 2
@@ -29,6 +30,7 @@ static const char usage_text[] =
     "                    [--election-timeout-ms MS] [--heartbeat-ms MS]\n"
     "                    [--max-value-bytes N]\n"
     "                    [--mount-reads linearizable|local]\n"
+    "                    [--metrics-addr HOST:PORT]\n"
     "\n"
     "Runs node N of an Ikada cluster.  It serves peers and clients on its\n"
     "own address in --cluster, keeps all durable state in --data, and\n"
@@ -44,6 +46,8 @@ static const char usage_text[] =
     "  --mount-reads MODE       linearizable (default) or local: reads\n"
     "                           through the mount skip the leader round\n"
     "                           and may return stale data\n"
+    "  --metrics-addr HOST:PORT serve Prometheus metrics over HTTP at\n"
+    "                           http://HOST:PORT/metrics\n"
     "  --help                   this text\n"
     "\n"
     "IKADA_LOG sets the log level: error, warn, info (default), debug,\n"
@@ -56,7 +60,10 @@ struct server
     struct node_config cfg;
     const char *mount_dir;
     bool mount_reads_local;
+    const char *metrics_arg;
+    struct net_peer metrics_addr; /* id unused; port 0 when not serving */
     struct node *node;
+    struct ikd_http *http;
     struct fs *fs;
     uv_signal_t sigterm;
     uv_signal_t sigint;
@@ -121,6 +128,29 @@ static void parse_peer(const char *item, struct net_peer *p)
     p->port = (uint16_t)parse_number("--cluster port", colon + 1, 1, 65535);
 }
 
+/* --metrics-addr HOST:PORT, HOST a numeric IPv4 address. */
+static void parse_metrics_addr(const char *arg, struct net_peer *p)
+{
+    const char *colon = strrchr(arg, ':');
+    struct in_addr addr;
+    size_t host_len;
+
+    if (colon == NULL || colon == arg) {
+        die_usage("--metrics-addr: '%s' is not HOST:PORT", arg);
+    }
+    host_len = (size_t)(colon - arg);
+    if (host_len >= sizeof(p->host)) {
+        die_usage("--metrics-addr: host in '%s' is too long", arg);
+    }
+    memcpy(p->host, arg, host_len);
+    p->host[host_len] = 0;
+    if (inet_pton(AF_INET, p->host, &addr) != 1) {
+        die_usage("--metrics-addr: '%s' is not an IPv4 address", p->host);
+    }
+    p->port =
+        (uint16_t)parse_number("--metrics-addr port", colon + 1, 1, 65535);
+}
+
 static void parse_cluster(const char *list, struct node_config *cfg)
 {
     char *copy = strdup(list);
@@ -157,6 +187,7 @@ enum {
     OPT_HEARTBEAT,
     OPT_MAX_VALUE,
     OPT_MOUNT_READS,
+    OPT_METRICS_ADDR,
     OPT_HELP,
 };
 
@@ -169,6 +200,7 @@ static const struct option long_options[] = {
     {"heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT},
     {"max-value-bytes", required_argument, NULL, OPT_MAX_VALUE},
     {"mount-reads", required_argument, NULL, OPT_MOUNT_READS},
+    {"metrics-addr", required_argument, NULL, OPT_METRICS_ADDR},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -209,6 +241,9 @@ static void apply_option(struct server *s,
                           arg);
             }
             s->mount_reads_local = strcmp(arg, "local") == 0;
+            break;
+        case OPT_METRICS_ADDR:
+            s->metrics_arg = arg;
             break;
         case OPT_HELP:
             fputs(usage_text, stdout);
@@ -252,6 +287,9 @@ static void parse_args(struct server *s, int argc, char **argv)
     if (s->cfg.heartbeat_ms * 2 > s->cfg.election_timeout_ms) {
         die_usage("--heartbeat-ms must be at most half the election timeout");
     }
+    if (s->metrics_arg != NULL) {
+        parse_metrics_addr(s->metrics_arg, &s->metrics_addr);
+    }
 }
 
 static const struct net_peer *self_peer(const struct node_config *cfg)
@@ -264,8 +302,9 @@ static const struct net_peer *self_peer(const struct node_config *cfg)
     return NULL;
 }
 
-/* Refuse a port that another process holds before anything is written. */
-static void check_port(const struct net_peer *self)
+/* Refuse a port that another process holds before anything is written;
+ * what names the flag that gave it. */
+static void check_port(const struct net_peer *self, const char *what)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) {
@@ -279,7 +318,8 @@ static void check_port(const struct net_peer *self)
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
         int err = errno;
         close(fd);
-        die_usage("cannot listen on %s:%u: %s", self->host, self->port,
+        die_usage("%s: cannot listen on %s:%u: %s", what, self->host,
+                  self->port,
                   err == EADDRINUSE ? "the port is in use" : strerror(err));
     }
     close(fd);
@@ -319,6 +359,10 @@ static void shutdown_server(struct server *s)
     }
     s->stopping = true;
     IKD_INFO("server", "stop requested -> unmount and shut down");
+    if (s->http != NULL) {
+        ikd_http_stop(s->http);
+        s->http = NULL;
+    }
     if (s->fs != NULL) {
         fs_unmount(s->fs, fs_unmounted_cb, s);
     } else {
@@ -358,6 +402,15 @@ static void log_start(const struct server *s)
              s->cfg.heartbeat_ms, (unsigned long long)s->cfg.max_value_bytes);
 }
 
+static void metrics_render_cb(void *arg, struct ikd_buf *out)
+{
+    struct server *s = arg;
+
+    if (s->node != NULL) {
+        node_metrics_render(s->node, out);
+    }
+}
+
 static int start_server(struct server *s)
 {
     int rv = node_start(s->loop, &s->cfg, &s->node);
@@ -370,6 +423,19 @@ static int start_server(struct server *s)
     s->sigterm.data = s->sigint.data = s;
     uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
     uv_signal_start(&s->sigint, signal_cb, SIGINT);
+    if (s->metrics_addr.port != 0) {
+        rv = ikd_http_start(s->loop, s->metrics_addr.host, s->metrics_addr.port,
+                            metrics_render_cb, s, &s->http);
+        if (rv != 0) {
+            IKD_ERROR("server", "cannot serve metrics on %s:%u: %s -> exit",
+                      s->metrics_addr.host, s->metrics_addr.port,
+                      ikd_strerror(rv));
+            shutdown_server(s);
+            return 1;
+        }
+        IKD_INFO("server", "metrics at http://%s:%u/metrics",
+                 s->metrics_addr.host, s->metrics_addr.port);
+    }
     if (s->mount_dir != NULL) {
         rv = fs_mount(s->loop, s->node, s->mount_dir, &s->fs);
         if (rv != 0) {
@@ -395,7 +461,10 @@ int main(int argc, char **argv)
             level);
     }
     parse_args(&s, argc, argv);
-    check_port(self_peer(&s.cfg));
+    check_port(self_peer(&s.cfg), "--cluster");
+    if (s.metrics_addr.port != 0) {
+        check_port(&s.metrics_addr, "--metrics-addr");
+    }
     check_data_dir(&s.cfg);
     ikd_log_node_id = s.cfg.id;
     signal(SIGPIPE, SIG_IGN);
