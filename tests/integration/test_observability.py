@@ -5,7 +5,6 @@ import socket
 import urllib.error
 import urllib.request
 
-
 import cluster as ck
 
 SAMPLE = re.compile(
