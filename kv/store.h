@@ -42,6 +42,7 @@ struct kv_state
     raft_id_t vote;
     raft_index_t applied;
     raft_index_t first_index; /* index of entries[0]; 1 for a new log */
+    raft_term_t prev_term;    /* term of entry first_index - 1, or 0 */
     struct raft_entry *entries;
     size_t n_entries;
 };

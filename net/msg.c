@@ -130,6 +130,8 @@ static int pack_raft(msgpack_packer *pk, const struct raft_msg *m)
             break;
         case RAFT_MSG_TIMEOUT_NOW:
             break;
+        case RAFT_MSG_SNAPSHOT:
+            return IKD_EMALFORMED; /* excluded by the assertion above */
         case RAFT_MSG_APPEND:
             rv |= msgpack_pack_uint64(pk, m->append.prev_index);
             rv |= msgpack_pack_uint64(pk, m->append.prev_term);
@@ -562,6 +564,8 @@ static int decode_raft(struct cursor *c, struct raft_msg *m)
             break;
         case RAFT_MSG_TIMEOUT_NOW:
             break;
+        case RAFT_MSG_SNAPSHOT:
+            return IKD_EMALFORMED; /* never on the wire: see raft.h */
         case RAFT_MSG_APPEND:
             m->append.prev_index = get_u64(c, UINT64_MAX);
             m->append.prev_term = get_u64(c, UINT64_MAX);

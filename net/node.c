@@ -1267,7 +1267,7 @@ static int node_make_raft(struct node *n, const struct kv_state *st)
         return -ENOMEM;
     }
     return raft_load(n->raft, st->term, st->vote, st->applied, st->first_index,
-                     st->entries, st->n_entries);
+                     st->prev_term, st->entries, st->n_entries);
 }
 
 static int node_open_storage(struct node *n)

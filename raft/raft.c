@@ -41,6 +41,9 @@ struct raft_progress
     bool vote_granted;
     /* Highest read round the follower echoed in this term (Raft 6.4). */
     uint64_t read_acked;
+    /* Waiting for a snapshot (Raft 7): entries are not sent, only
+     * heartbeats, until the follower reports the snapshot's index. */
+    bool snapshotting;
     /* Last index of each message with entries in flight, oldest first. */
     raft_index_t inflight[RAFT_MAX_INFLIGHT];
     size_t inflight_head;
@@ -63,11 +66,15 @@ struct raft
     raft_term_t term;
     raft_id_t vote;
 
-    /* The log: entries[i] has index first_index + i; each owns its data. */
+    /* The log: entries[i] has index first_index + i; each owns its data.
+     * Entries before first_index were compacted (Raft 7); prev_term is the
+     * term of entry first_index - 1, which the consistency check of the
+     * next AppendEntries needs. */
     struct raft_entry *entries;
     size_t n_entries;
     size_t cap_entries;
     raft_index_t first_index;
+    raft_term_t prev_term;
 
     /* commit never decreases and never passes the last index; applied
      * never passes commit; persisted is the durable prefix of the log. */
@@ -118,6 +125,8 @@ struct raft
     bool out_taken;
 
     /* What the next update reports. */
+    raft_index_t snapshot_index;
+    raft_term_t snapshot_term;
     bool hard_state_changed;
     raft_index_t dirty_from;
     raft_index_t reported_commit;
@@ -185,10 +194,14 @@ static raft_index_t last_index(const struct raft *r)
     return r->first_index + r->n_entries - 1;
 }
 
-/* The term of the entry at index: 0 for index 0, and 0 for indexes that
- * are not in the log (compacted or beyond the end). */
+/* The term of the entry at index: 0 for index 0, the remembered term for
+ * the last compacted entry, and 0 for indexes that are not in the log
+ * (compacted earlier or beyond the end). */
 static raft_term_t term_at(const struct raft *r, raft_index_t index)
 {
+    if (index + 1 == r->first_index) {
+        return r->prev_term;
+    }
     if (index < r->first_index || index > last_index(r)) {
         return 0;
     }
@@ -428,6 +441,7 @@ static void reset_progress(struct raft *r, struct raft_progress *pr)
     pr->need_send = true;
     pr->active = false;
     pr->read_acked = 0;
+    pr->snapshotting = false;
     pr->inflight_head = 0;
     pr->n_inflight = 0;
 }
@@ -594,6 +608,41 @@ static size_t batch_size(const struct raft *r, raft_index_t index)
     return n;
 }
 
+/* The follower needs entries before the start of the log: ask the caller
+ * for a snapshot, once (Raft 7). */
+static void request_snapshot(struct raft *r, struct raft_progress *pr)
+{
+    struct raft_msg *m = push_msg(r, RAFT_MSG_SNAPSHOT, pr->id);
+
+    if (m == NULL) {
+        return;
+    }
+    m->snapshot.index = r->first_index - 1;
+    m->snapshot.term = r->prev_term;
+    pr->snapshotting = true;
+    raft_logf(r, IKD_LOG_INFO,
+              "follower=%" PRIu32 " needs index=%" PRIu64
+              " before the log start=%" PRIu64 " -> send a snapshot",
+              pr->id, pr->next, r->first_index);
+}
+
+/* While a snapshot is on its way, heartbeats keep the follower from
+ * campaigning.  Their consistency check sits at the start of the log,
+ * which the follower matches only once it has the snapshot or already
+ * held those entries; then its success ends the wait. */
+static void send_heartbeat_at_start(struct raft *r, struct raft_progress *pr)
+{
+    struct raft_msg *m = push_msg(r, RAFT_MSG_APPEND, pr->id);
+
+    if (m == NULL) {
+        return;
+    }
+    m->append.prev_index = r->first_index - 1;
+    m->append.prev_term = r->prev_term;
+    m->append.commit = r->commit;
+    m->append.read_seq = r->read_seq;
+}
+
 /* Queue an AppendEntries from pr->next; with_entries false sends an empty
  * one (heartbeat).  Entry pointers are filled in by raft_get_update().
  * Returns false when nothing could be queued. */
@@ -606,12 +655,7 @@ static bool send_append(struct raft *r,
     struct raft_msg *m;
 
     assert(r->role == RAFT_LEADER && !is_self(r, pr));
-    if (pr->next < r->first_index) {
-        /* TODO: the follower needs entries that this log no longer holds,
-         * which only a snapshot could supply; logs are not compacted yet,
-         * so this cannot happen. */
-        return false;
-    }
+    assert(pr->next >= r->first_index && !pr->snapshotting);
     m = push_msg(r, RAFT_MSG_APPEND, pr->id);
     if (m == NULL) {
         return false;
@@ -637,7 +681,7 @@ static bool peer_wants_send(const struct raft *r,
     if (pr->need_send) {
         return true;
     }
-    if (pr->next > last_index(r)) {
+    if (pr->next > last_index(r) || pr->snapshotting) {
         return false;
     }
     return pr->replicate ? !inflight_full(pr) : !pr->probe_sent;
@@ -649,6 +693,16 @@ static void flush_peer(struct raft *r, struct raft_progress *pr)
 {
     bool sent = false;
 
+    if (pr->next < r->first_index || pr->snapshotting) {
+        if (!pr->snapshotting) {
+            request_snapshot(r, pr);
+        }
+        if (pr->need_send) {
+            send_heartbeat_at_start(r, pr);
+        }
+        pr->need_send = false;
+        return;
+    }
     if (pr->replicate) {
         while (pr->next <= last_index(r) && !inflight_full(pr)) {
             if (!send_append(r, pr, true)) {
@@ -863,6 +917,14 @@ static void on_append_success(struct raft *r,
         return;
     }
     inflight_free_to(pr, index);
+    if (pr->snapshotting) {
+        raft_logf(r, IKD_LOG_INFO,
+                  "follower=%" PRIu32 " matches index=%" PRIu64
+                  " -> snapshot done, replicate",
+                  pr->id, index);
+        pr->snapshotting = false;
+        enter_probe(pr);
+    }
     if (index > pr->match) {
         pr->match = index;
     }
@@ -903,9 +965,10 @@ static void on_append_reject(struct raft *r,
     raft_index_t rejected = m->append_resp.index;
     raft_index_t next;
 
-    /* Replies to messages sent before the last back-up are stale. */
-    if (rejected <= pr->match || (!pr->replicate && rejected != pr->next - 1) ||
-        rejected >= pr->next) {
+    /* Replies to messages sent before the last back-up are stale; while a
+     * snapshot is on its way, rejected heartbeats are expected. */
+    if (pr->snapshotting || rejected <= pr->match ||
+        (!pr->replicate && rejected != pr->next - 1) || rejected >= pr->next) {
         return;
     }
     next = find_conflict_hint(r, m->append_resp.hint_index,
@@ -1088,6 +1151,71 @@ static int handle_append(struct raft *r, const struct raft_msg *m)
     }
     resp->append_resp.success = true;
     resp->append_resp.index = verified;
+    return 0;
+}
+
+/* ---- Follower: snapshots ---------------------------------------------- */
+
+/* Take the state of a snapshot whose last entry is (index, term) (Raft 7):
+ * a log entry that matches it keeps the entries after it, which may still
+ * be right; any other log is discarded, since it cannot match. */
+static void restore_snapshot(struct raft *r,
+                             raft_index_t index,
+                             raft_term_t term)
+{
+    bool keep = index <= last_index(r) && term_at(r, index) == term;
+    size_t drop = keep ? (size_t)(index + 1 - r->first_index) : r->n_entries;
+    size_t i;
+
+    assert(index > r->commit);
+    raft_logf(r, IKD_LOG_INFO,
+              "snapshot index=%" PRIu64 " term=%" PRIu64
+              " above commit=%" PRIu64 " -> install it, %s the log after it",
+              index, term, r->commit, keep ? "keep" : "drop");
+    for (i = 0; i < drop; i++) {
+        free(r->entries[i].data);
+    }
+    r->n_entries -= drop;
+    memmove(r->entries, r->entries + drop, r->n_entries * sizeof(*r->entries));
+    r->first_index = index + 1;
+    r->prev_term = term;
+    r->commit = index;
+    r->applied = index;
+    r->persisted = index;
+    /* Everything after the snapshot is rewritten behind it, so that the
+     * durable log and this one agree whatever was pending. */
+    r->dirty_from = index + 1;
+    r->snapshot_index = index;
+    r->snapshot_term = term;
+}
+
+static int handle_snapshot(struct raft *r, const struct raft_msg *m)
+{
+    struct raft_msg *resp;
+
+    if (r->role == RAFT_LEADER) {
+        return IKD_EMALFORMED; /* two leaders in one term */
+    }
+    if (r->role == RAFT_CANDIDATE) {
+        become_follower(r, m->term, m->from, "snapshot from leader");
+    }
+    set_leader(r, m->from);
+    reset_election_timer(r);
+    r->prevoting = false;
+
+    resp = push_msg(r, RAFT_MSG_APPEND_RESP, m->from);
+    if (resp == NULL) {
+        return -ENOMEM;
+    }
+    resp->append_resp.success = true;
+    /* A snapshot that is not ahead of commit brings nothing: committed
+     * entries equal the leader's (Raft 5.4), so report those instead. */
+    if (m->snapshot.index <= r->commit) {
+        resp->append_resp.index = r->commit;
+        return 0;
+    }
+    restore_snapshot(r, m->snapshot.index, m->snapshot.term);
+    resp->append_resp.index = m->snapshot.index;
     return 0;
 }
 
@@ -1305,14 +1433,16 @@ void raft_free(struct raft *r)
 static int load_check(raft_term_t term,
                       raft_index_t applied,
                       raft_index_t first_index,
+                      raft_term_t prev_term,
                       const struct raft_entry *entries,
                       size_t n_entries)
 {
-    raft_term_t prev = 0;
+    raft_term_t prev = prev_term;
     size_t i;
 
     if (first_index == 0 || applied + 1 < first_index ||
-        applied > first_index + n_entries - 1) {
+        applied > first_index + n_entries - 1 || prev_term > term ||
+        (first_index == 1) != (prev_term == 0)) {
         return IKD_ECORRUPT;
     }
     for (i = 0; i < n_entries; i++) {
@@ -1330,6 +1460,7 @@ int raft_load(struct raft *r,
               raft_id_t vote,
               raft_index_t applied,
               raft_index_t first_index,
+              raft_term_t prev_term,
               const struct raft_entry *entries,
               size_t n_entries)
 {
@@ -1337,13 +1468,14 @@ int raft_load(struct raft *r,
     int rv;
 
     assert(r->n_entries == 0 && r->term == 0);
-    rv = load_check(term, applied, first_index, entries, n_entries);
+    rv = load_check(term, applied, first_index, prev_term, entries, n_entries);
     if (rv != 0) {
         return rv;
     }
     r->term = term;
     r->vote = vote;
     r->first_index = first_index;
+    r->prev_term = prev_term;
     for (i = 0; i < n_entries; i++) {
         rv = log_append(r, entries[i].term, entries[i].type, entries[i].data,
                         entries[i].len);
@@ -1419,7 +1551,9 @@ void raft_tick(struct raft *r)
  * that term; a lower term marks the message stale. */
 static bool step_term(struct raft *r, const struct raft_msg *m)
 {
-    raft_id_t leader = m->type == RAFT_MSG_APPEND ? m->from : 0;
+    raft_id_t leader =
+        m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_SNAPSHOT ? m->from
+                                                                   : 0;
 
     if (m->term > r->term) {
         raft_logf(r, IKD_LOG_INFO,
@@ -1460,6 +1594,9 @@ static bool msg_is_valid(struct raft *r, const struct raft_msg *m)
             return true;
         case RAFT_MSG_APPEND:
             return append_is_valid(m);
+        case RAFT_MSG_SNAPSHOT:
+            return m->snapshot.index > 0 && m->snapshot.term > 0 &&
+                   m->snapshot.term <= m->term;
     }
     return false;
 }
@@ -1509,6 +1646,8 @@ int raft_step(struct raft *r, const struct raft_msg *m)
         case RAFT_MSG_APPEND_RESP:
             handle_append_resp(r, m);
             return 0;
+        case RAFT_MSG_SNAPSHOT:
+            return handle_snapshot(r, m);
     }
     return IKD_EMALFORMED;
 }
@@ -1611,7 +1750,8 @@ bool raft_has_update(const struct raft *r)
     size_t i;
 
     if ((!r->out_taken && r->n_out > 0) || r->hard_state_changed ||
-        r->dirty_from != 0 || r->commit != r->reported_commit ||
+        r->dirty_from != 0 || r->snapshot_index != 0 ||
+        r->commit != r->reported_commit ||
         (!r->ready_taken && r->n_ready > 0) || r->role != r->reported_role ||
         r->leader != r->reported_leader) {
         return true;
@@ -1670,6 +1810,8 @@ void raft_get_update(struct raft *r, struct raft_update *u)
     u->commit = r->commit;
     u->reads = r->ready;
     u->n_reads = r->n_ready;
+    u->snapshot_index = r->snapshot_index;
+    u->snapshot_term = r->snapshot_term;
     u->soft_state_changed =
         r->role != r->reported_role || r->leader != r->reported_leader;
     u->role = r->role;
@@ -1679,6 +1821,8 @@ void raft_get_update(struct raft *r, struct raft_update *u)
     r->ready_taken = true;
     r->hard_state_changed = false;
     r->dirty_from = 0;
+    r->snapshot_index = 0;
+    r->snapshot_term = 0;
     r->reported_commit = r->commit;
     r->reported_role = r->role;
     r->reported_leader = r->leader;
@@ -1694,6 +1838,65 @@ void raft_persisted(struct raft *r, raft_index_t index, raft_term_t term)
     if (r->role == RAFT_LEADER) {
         maybe_advance_commit(r);
     }
+}
+
+int raft_compact(struct raft *r, raft_index_t index)
+{
+    size_t drop;
+    size_t i;
+
+    if (index > r->applied || index > r->persisted || index > last_index(r)) {
+        return -EINVAL;
+    }
+    if (index < r->first_index) {
+        return 0;
+    }
+    /* Raft 7: only applied entries go; their effect lives in the state
+     * machine, and the term of the last one stays for the consistency
+     * check. */
+    drop = (size_t)(index + 1 - r->first_index);
+    r->prev_term = term_at(r, index);
+    for (i = 0; i < drop; i++) {
+        free(r->entries[i].data);
+    }
+    r->n_entries -= drop;
+    memmove(r->entries, r->entries + drop, r->n_entries * sizeof(*r->entries));
+    r->first_index = index + 1;
+    if (r->dirty_from != 0 && r->dirty_from < r->first_index) {
+        r->dirty_from = r->first_index;
+    }
+    assert(r->commit >= index && r->first_index == index + 1);
+    return 0;
+}
+
+void raft_snapshot_failed(struct raft *r, raft_id_t id)
+{
+    struct raft_progress *pr = progress_of(r, id);
+
+    if (r->role != RAFT_LEADER || pr == NULL || is_self(r, pr) ||
+        !pr->snapshotting) {
+        return;
+    }
+    raft_logf(r, IKD_LOG_INFO,
+              "snapshot to follower=%" PRIu32 " failed -> ask again later", id);
+    pr->snapshotting = false;
+    enter_probe(pr);
+    pr->probe_sent = true; /* until the next heartbeat */
+}
+
+bool raft_snapshot_pending(const struct raft *r, raft_id_t id)
+{
+    size_t i;
+
+    if (r->role != RAFT_LEADER) {
+        return false;
+    }
+    for (i = 0; i < r->cfg.n_voters; i++) {
+        if (r->progress[i].id == id) {
+            return r->progress[i].snapshotting;
+        }
+    }
+    return false;
 }
 
 void raft_applied(struct raft *r, raft_index_t index)
@@ -1742,6 +1945,11 @@ raft_index_t raft_persisted_index(const struct raft *r)
 raft_index_t raft_first_index(const struct raft *r)
 {
     return r->first_index;
+}
+
+raft_term_t raft_prev_term(const struct raft *r)
+{
+    return r->prev_term;
 }
 
 raft_index_t raft_last_index(const struct raft *r)

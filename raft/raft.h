@@ -60,6 +60,14 @@ enum raft_msg_type {
     /* Raft 3.10: the leader tells an up-to-date follower to start an
      * election at once.  No payload. */
     RAFT_MSG_TIMEOUT_NOW,
+    /* Raft 7.  From the core of a leader: the follower `to` needs entries
+     * that the log no longer holds; the caller sends it a snapshot of the
+     * state machine at an index of at least snapshot.index, and calls
+     * raft_snapshot_failed() if it cannot.  Into the core of a follower:
+     * the caller holds a complete, verified snapshot from leader `from`
+     * whose last entry is snapshot.index with snapshot.term.  Never on
+     * the wire as such: the caller streams the snapshot its own way. */
+    RAFT_MSG_SNAPSHOT,
 };
 
 struct raft_msg
@@ -110,6 +118,11 @@ struct raft_msg
             raft_term_t hint_term;
             uint64_t read_seq;
         } append_resp;
+        struct
+        {
+            raft_index_t index;
+            raft_term_t term;
+        } snapshot;
     };
 };
 
@@ -175,6 +188,14 @@ struct raft_update
     struct raft_read *reads;
     size_t n_reads;
 
+    /* Non-zero when the core took the state of a snapshot (Raft 7): the
+     * caller must first make the snapshot it handed in durable as the
+     * state machine's state at snapshot_index, drop every stored log
+     * entry, then store the log from log_dirty_from (snapshot_index + 1)
+     * as usual; commit is at least snapshot_index. */
+    raft_index_t snapshot_index;
+    raft_term_t snapshot_term;
+
     /* Role or known leader changed since the previous update. */
     bool soft_state_changed;
     enum raft_role role;
@@ -190,14 +211,18 @@ void raft_free(struct raft *r);
 
 /* Restore durable state read at start, before any other call: the hard
  * state, the index the state machine has applied (everything up to it is
- * committed), and the log entries first_index... (the core copies them).
+ * committed), and the log entries first_index... (the core copies them),
+ * where prev_term is the term of entry first_index - 1 (0 when
+ * first_index is 1; entries before first_index were compacted away).
  * Returns 0, or IKD_ECORRUPT if the entries contradict themselves
- * (terms going down) or applied is past the end of the log. */
+ * (terms going down), applied is past the end of the log, or compacted
+ * entries were never applied. */
 int raft_load(struct raft *r,
               raft_term_t term,
               raft_id_t vote,
               raft_index_t applied,
               raft_index_t first_index,
+              raft_term_t prev_term,
               const struct raft_entry *entries,
               size_t n_entries);
 
@@ -244,6 +269,19 @@ int raft_read_index(struct raft *r, uint64_t ctx);
  * -EINVAL when target is not a voter or there is no other voter. */
 int raft_transfer(struct raft *r, raft_id_t target);
 
+/* Log compaction (Raft 7): the state machine's state covers index, so the
+ * core may forget the entries up to it.  Followers that need them later
+ * get a snapshot instead.  index must be applied and durable; an index at
+ * or below the start of the log does nothing.  Returns 0 or -EINVAL. */
+int raft_compact(struct raft *r, raft_index_t index);
+
+/* On a leader: sending a snapshot to follower id failed or was abandoned;
+ * the core asks for one again at its next heartbeat if still needed. */
+void raft_snapshot_failed(struct raft *r, raft_id_t id);
+
+/* On a leader: whether follower id waits for a snapshot. */
+bool raft_snapshot_pending(const struct raft *r, raft_id_t id);
+
 /* The node leadership is being handed to, 0 when none. */
 raft_id_t raft_transfer_target(const struct raft *r);
 
@@ -268,6 +306,9 @@ raft_index_t raft_applied_index(const struct raft *r);
  * log: it drops below a truncation point when entries are replaced. */
 raft_index_t raft_persisted_index(const struct raft *r);
 raft_index_t raft_first_index(const struct raft *r);
+/* The term of the entry before raft_first_index(), 0 at the log's
+ * beginning. */
+raft_term_t raft_prev_term(const struct raft *r);
 raft_index_t raft_last_index(const struct raft *r);
 /* The entry at index, or NULL outside [first, last]. */
 const struct raft_entry *raft_entry_at(const struct raft *r,

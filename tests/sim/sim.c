@@ -359,6 +359,8 @@ static const char *msg_name(enum raft_msg_type t)
             return "prevote-resp";
         case RAFT_MSG_TIMEOUT_NOW:
             return "timeout-now";
+        case RAFT_MSG_SNAPSHOT:
+            return "snapshot";
     }
     return "?";
 }
@@ -784,8 +786,8 @@ static void node_start(struct sim *s, size_t idx)
     cfg.seed = s->seed * 1000003 + sn->incarnation;
     sn->r = raft_new(&cfg);
     CHECK(sn->r != NULL);
-    CHECK(raft_load(sn->r, sn->d_term, sn->d_vote, sn->d_applied, 1, sn->d_log,
-                    sn->d_n) == 0);
+    CHECK(raft_load(sn->r, sn->d_term, sn->d_vote, sn->d_applied, 1, 0,
+                    sn->d_log, sn->d_n) == 0);
     sn->seen_commit = sn->d_applied;
     sn->next_tick = s->now + 1 + sim_below(s, SIM_UNITS_PER_TICK);
     sn->log_changed = true;

@@ -96,7 +96,7 @@ static void load_terms(struct raft *r,
         entries[i].len = 1;
         entries[i].data = &bytes[i];
     }
-    assert_int_equal(raft_load(r, term, 0, applied, 1, entries, n), 0);
+    assert_int_equal(raft_load(r, term, 0, applied, 1, 0, entries, n), 0);
 }
 
 static void tick_until_candidate(struct raft *r)
@@ -1091,17 +1091,17 @@ static void test_load_restores_state_and_rejects_corrupt(void **state)
 
     r = node_new(1, 3);
     e = make_entries(bad, 2);
-    assert_int_equal(raft_load(r, 3, 0, 0, 1, e, 2), IKD_ECORRUPT);
+    assert_int_equal(raft_load(r, 3, 0, 0, 1, 0, e, 2), IKD_ECORRUPT);
     raft_free(r);
 
     r = node_new(1, 3);
     e = make_entries(good, 3);
-    assert_int_equal(raft_load(r, 3, 0, 4, 1, e, 3), IKD_ECORRUPT);
+    assert_int_equal(raft_load(r, 3, 0, 4, 1, 0, e, 3), IKD_ECORRUPT);
     raft_free(r);
 
     r = node_new(1, 3);
     e = make_entries(good, 3);
-    assert_int_equal(raft_load(r, 1, 0, 0, 1, e, 3), IKD_ECORRUPT);
+    assert_int_equal(raft_load(r, 1, 0, 0, 1, 0, e, 3), IKD_ECORRUPT);
     raft_free(r);
 }
 
@@ -1774,7 +1774,7 @@ static void sim_start_node(struct sim *s, size_t i)
     cfg.disable_prevote = s->seed % 2 == 0;
     sn->r = raft_new(&cfg);
     assert_non_null(sn->r);
-    assert_int_equal(raft_load(sn->r, sn->term, sn->vote, sn->applied, 1,
+    assert_int_equal(raft_load(sn->r, sn->term, sn->vote, sn->applied, 1, 0,
                                sn->log, sn->n_log),
                      0);
     sn->up = true;
