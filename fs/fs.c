@@ -718,6 +718,10 @@ static json_t *fs_status_json(const struct node_info *in,
     json_object_set_new(o, "role", json_string(fs_role_name(in->role)));
     json_object_set_new(o, "commit", json_integer((json_int_t)in->commit));
     json_object_set_new(o, "applied", json_integer((json_int_t)in->applied));
+    if (in->snapshot != 0) {
+        json_object_set_new(o, "snapshot",
+                            json_integer((json_int_t)in->snapshot));
+    }
     json_object_set_new(o, "members", members);
     return o;
 }

@@ -1196,9 +1196,100 @@ static int fsm_init(void *ctx, sqlite3 *db)
     return kv_db_exec(db, sql);
 }
 
+/* The tables of the file tree and their columns, in one order for both
+ * directions of a snapshot. */
+static const char *const fsm_tables[][2] = {
+    {"inode", "ino, parent, name, is_dir, mode, mtime_ns, ctime_ns, size"},
+    {"content", "ino, data"},
+    {"session", "id, seq, status, value, used_index, used_ns"},
+};
+
+/* The state machine's rows of the shared meta table travel in a table of
+ * their own: fsm_meta(key, value). */
+#define FSM_META_KEYS "('next_ino', 'clock_ns')"
+
+/* schema is a fixed identifier chosen by the store, never user input. */
+static int fsm_snapshot(void *ctx, sqlite3 *db, const char *schema)
+{
+    char sql[512];
+    int rv = 0;
+
+    (void)ctx;
+    assert(db != NULL && schema != NULL);
+    for (size_t i = 0; rv == 0 && i < sizeof(fsm_tables) / sizeof(*fsm_tables);
+         i++) {
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE %s.%s AS SELECT %s FROM main.%s", schema,
+                 fsm_tables[i][0], fsm_tables[i][1], fsm_tables[i][0]);
+        rv = kv_db_exec(db, sql);
+    }
+    if (rv == 0) {
+        snprintf(sql, sizeof(sql),
+                 "CREATE TABLE %s.fsm_meta AS SELECT key, value "
+                 "FROM main.meta WHERE key IN " FSM_META_KEYS,
+                 schema);
+        rv = kv_db_exec(db, sql);
+    }
+    return rv;
+}
+
+/* A snapshot without the root folder or the inode counter is not one of
+ * ours: refuse it before anything changes. */
+static int fsm_restore_check(sqlite3 *db, const char *schema)
+{
+    char sql[256];
+    sqlite3_stmt *st;
+    int rc;
+    int ok;
+
+    snprintf(sql, sizeof(sql),
+             "SELECT (SELECT count(*) FROM %s.inode WHERE ino = %d AND "
+             "is_dir = 1) + (SELECT count(*) FROM %s.fsm_meta WHERE key = "
+             "'next_ino')",
+             schema, KV_ROOT_INO, schema);
+    rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        /* A missing table: not a snapshot of this state machine. */
+        return IKD_ECORRUPT;
+    }
+    rc = sqlite3_step(st);
+    ok = rc == SQLITE_ROW && sqlite3_column_int(st, 0) == 2;
+    sqlite3_finalize(st);
+    return ok ? 0 : IKD_ECORRUPT;
+}
+
+static int fsm_restore(void *ctx, sqlite3 *db, const char *schema)
+{
+    char sql[512];
+    int rv;
+
+    (void)ctx;
+    assert(db != NULL && schema != NULL);
+    rv = fsm_restore_check(db, schema);
+    for (size_t i = 0; rv == 0 && i < sizeof(fsm_tables) / sizeof(*fsm_tables);
+         i++) {
+        snprintf(sql, sizeof(sql),
+                 "DELETE FROM main.%s; INSERT INTO main.%s(%s) "
+                 "SELECT %s FROM %s.%s",
+                 fsm_tables[i][0], fsm_tables[i][0], fsm_tables[i][1],
+                 fsm_tables[i][1], schema, fsm_tables[i][0]);
+        rv = kv_db_exec(db, sql);
+    }
+    if (rv == 0) {
+        snprintf(
+            sql, sizeof(sql),
+            "DELETE FROM main.meta WHERE key IN " FSM_META_KEYS
+            "; INSERT INTO main.meta(key, value) "
+            "SELECT key, value FROM %s.fsm_meta WHERE key IN " FSM_META_KEYS,
+            schema);
+        rv = kv_db_exec(db, sql);
+    }
+    return rv;
+}
+
 const struct kv_sm_ops kv_fsm_ops = {
     .init = fsm_init,
     .apply = fsm_apply,
-    .snapshot = NULL,
-    .restore = NULL,
+    .snapshot = fsm_snapshot,
+    .restore = fsm_restore,
 };

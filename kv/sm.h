@@ -36,9 +36,17 @@ struct kv_sm_ops
                  const uint8_t *cmd,
                  size_t len,
                  struct kv_sm_result *res);
-    /* Reserved for snapshots: NULL until they exist. */
-    int (*snapshot)(void *ctx, sqlite3 *db);
-    int (*restore)(void *ctx, sqlite3 *db);
+    /* Snapshots (Raft 7).  snapshot() copies the state machine's state,
+     * as of the read transaction open on db, into new tables of the
+     * attached, empty database named schema; it may run on any thread, on
+     * a connection of its own, while apply() goes on elsewhere.  restore()
+     * replaces the state with what snapshot() wrote into the attached
+     * database schema, inside the store's write transaction, so a crash
+     * leaves either the old state or the new one.  Both return 0 or a
+     * negative code; restore() returns IKD_ECORRUPT for a snapshot it
+     * cannot use.  Table names in schema are the state machine's own. */
+    int (*snapshot)(void *ctx, sqlite3 *db, const char *schema);
+    int (*restore)(void *ctx, sqlite3 *db, const char *schema);
 };
 
 struct kv_sm

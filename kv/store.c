@@ -11,6 +11,7 @@
 #include <sqlite3.h>
 
 #include "db.h"
+#include "snapshot.h"
 
 /* The database, DIR/ikada.db, schema version 1.
  *
@@ -26,11 +27,16 @@
  *                 machine's tables; written in the transaction that
  *                 applies it, so the two never disagree after a crash
  *     'next_ino'  the state machine's next inode number (kv/kvsm.c)
+ *     'log_start' index of the first log entry: entries before it were
+ *                 compacted (Raft 7) and are all applied; 1 when absent
+ *     'log_start_term'  term of entry log_start - 1; 0 when absent
+ *     'snap_index', 'snap_term'  the latest point where the log was
+ *                 compacted or a snapshot installed; 0 when absent
  *
  *   log(idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
  *       type INTEGER NOT NULL, data BLOB NOT NULL)
- *     one row a raft entry; indexes are contiguous from the smallest one
- *     (1 until there are snapshots); data is the command as proposed.
+ *     one row a raft entry; indexes are contiguous from log_start; data is
+ *     the command as proposed.
  *
  * The state machine's own tables live in the same database and are
  * described where they are defined.  Integers are SQLite's signed 64-bit
@@ -50,6 +56,7 @@ enum {
     ST_LOG_INSERT,
     ST_LOG_ALL,
     ST_LOG_LAST,
+    ST_LOG_COMPACT,
     ST_END
 };
 
@@ -67,6 +74,7 @@ static const char *const store_sql[ST_END] = {
         "VALUES (?1, ?2, ?3, ?4)",
     [ST_LOG_ALL] = "SELECT idx, term, type, data FROM log ORDER BY idx",
     [ST_LOG_LAST] = "SELECT max(idx) FROM log",
+    [ST_LOG_COMPACT] = "DELETE FROM log WHERE idx <= ?1",
 };
 
 struct kv_store
@@ -79,6 +87,7 @@ struct kv_store
     raft_term_t term;
     raft_index_t applied;
     raft_index_t last_index;
+    raft_index_t log_start;
     sqlite3_stmt *st[ST_END];
 };
 
@@ -112,6 +121,21 @@ static int meta_get(sqlite3 *db, sqlite3_stmt *st, const char *key, uint64_t *v)
     }
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
+    return rv;
+}
+
+/* meta_get() with a default for an absent key: 0 or a negative code. */
+static int meta_get_or(struct kv_store *s,
+                       const char *key,
+                       uint64_t dflt,
+                       uint64_t *v)
+{
+    int rv = meta_get(s->db, s->st[ST_META_GET], key, v);
+
+    if (rv == 1) {
+        *v = dflt;
+        rv = 0;
+    }
     return rv;
 }
 
@@ -291,11 +315,15 @@ static int store_mirror(struct kv_store *s)
     }
     s->term = term;
     s->applied = applied;
+    rv = meta_get_or(s, "log_start", 1, &s->log_start);
+    if (rv != 0) {
+        return rv;
+    }
 
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         sqlite3_int64 last = sqlite3_column_int64(st, 0);
-        s->last_index = last > 0 ? (raft_index_t)last : 0;
+        s->last_index = last > 0 ? (raft_index_t)last : s->log_start - 1;
     }
     sqlite3_reset(st);
     return rc == SQLITE_ROW ? 0 : kv_db_rv(s->db, rc);
@@ -444,6 +472,29 @@ static int load_log(struct kv_store *s, struct kv_state *st)
     return rv;
 }
 
+/* Where the log starts after compaction, and the snapshot point. */
+static int load_log_start(struct kv_store *s, struct kv_state *st)
+{
+    uint64_t start_term = 0;
+    int rv;
+
+    rv = meta_get_or(s, "log_start_term", 0, &start_term);
+    if (rv == 0) {
+        rv = meta_get_or(s, "snap_index", 0, &st->snap_index);
+    }
+    if (rv == 0) {
+        rv = meta_get_or(s, "snap_term", 0, &st->snap_term);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (s->log_start == 0 || st->applied + 1 < s->log_start) {
+        return IKD_ECORRUPT; /* compacted entries must all be applied */
+    }
+    st->prev_term = start_term;
+    return 0;
+}
+
 int kv_store_load(struct kv_store *s, struct kv_state *st)
 {
     uint64_t vote = 0;
@@ -466,15 +517,20 @@ int kv_store_load(struct kv_store *s, struct kv_state *st)
         return rv < 0 ? rv : IKD_ECORRUPT;
     }
     st->vote = (raft_id_t)vote;
+    rv = load_log_start(s, st);
+    if (rv != 0) {
+        return rv;
+    }
 
     rv = load_log(s, st);
+    if (rv == 0 && st->n_entries > 0 && st->first_index != s->log_start) {
+        rv = IKD_ECORRUPT; /* a hole after the compacted entries */
+    }
     if (rv != 0) {
         kv_state_free(st);
         return rv;
     }
-    if (st->n_entries == 0) {
-        st->first_index = 1;
-    }
+    st->first_index = s->log_start;
     return 0;
 }
 
@@ -539,38 +595,105 @@ static int write_apply(struct kv_store *s, struct kv_batch *b)
     return rv;
 }
 
+/* Step 4 of kv_store_write(). */
+static int write_compact(struct kv_store *s, const struct kv_batch *b)
+{
+    int rv;
+
+    sqlite3_bind_int64(s->st[ST_LOG_COMPACT], 1, (sqlite3_int64)b->compact_to);
+    rv = store_step(s, ST_LOG_COMPACT);
+    if (rv == 0) {
+        rv = meta_set(s, "log_start", b->compact_to + 1);
+    }
+    if (rv == 0) {
+        rv = meta_set(s, "log_start_term", b->compact_term);
+    }
+    if (rv == 0) {
+        rv = meta_set(s, "snap_index", b->snap_index);
+    }
+    if (rv == 0) {
+        rv = meta_set(s, "snap_term", b->snap_term);
+    }
+    return rv;
+}
+
+/* Step 0 of kv_store_write(), with the snapshot attached as "snap". */
+static int write_install(struct kv_store *s, const struct kv_batch *b)
+{
+    int rv;
+
+    rv = kv_snapshot_check(s->db, "snap", b->install_index, b->install_term);
+    if (rv == 0) {
+        rv = s->sm != NULL && s->sm->ops->restore != NULL
+                 ? s->sm->ops->restore(s->sm->ctx, s->db, "snap")
+                 : IKD_ECORRUPT;
+    }
+    if (rv == 0) {
+        rv = kv_db_exec(s->db, "DELETE FROM log");
+    }
+    if (rv == 0) {
+        rv = meta_set(s, "applied", b->install_index);
+    }
+    if (rv == 0) {
+        rv = meta_set(s, "log_start", b->install_index + 1);
+    }
+    if (rv == 0) {
+        rv = meta_set(s, "log_start_term", b->install_term);
+    }
+    if (rv == 0) {
+        rv = meta_set(s, "snap_index", b->install_index);
+    }
+    if (rv == 0) {
+        rv = meta_set(s, "snap_term", b->install_term);
+    }
+    return rv;
+}
+
 /* The log's last index once b is durable. */
 static raft_index_t batch_last(const struct kv_store *s,
                                const struct kv_batch *b)
 {
     if (b->log_from == 0) {
-        return s->last_index;
+        return b->install_path != NULL ? b->install_index : s->last_index;
     }
     return b->log_from + b->n_entries - 1;
 }
 
-int kv_store_write(struct kv_store *s, struct kv_batch *b)
+/* The applied index and last log index that the steps after the install
+ * start from. */
+static void batch_base(const struct kv_store *s,
+                       const struct kv_batch *b,
+                       raft_index_t *applied,
+                       raft_index_t *last)
 {
-    raft_index_t last = batch_last(s, b);
-    int rv;
+    *applied = b->install_path != NULL ? b->install_index : s->applied;
+    *last = b->install_path != NULL ? b->install_index : s->last_index;
+}
 
-    assert(s != NULL && b != NULL);
-    /* Raft 5.1: the term never goes down. */
-    assert(!b->hard_state || b->term >= s->term);
-    /* Raft 5.4: committed (here, applied) entries are never replaced, and
-     * the log has no holes. */
-    assert(b->log_from == 0 ||
-           (b->log_from > s->applied && b->log_from <= s->last_index + 1));
-    /* Entries are applied once each, in order, and only once stored. */
-    assert(b->n_apply == 0 ||
-           (b->apply_from == s->applied + 1 &&
-            b->apply_from + b->n_apply - 1 <= last && b->results != NULL));
+static int attach_snapshot(struct kv_store *s, const char *path)
+{
+    sqlite3_stmt *st;
+    int rc;
 
-    rv = store_step(s, ST_BEGIN);
-    if (rv != 0) {
-        return rv;
+    rc = sqlite3_prepare_v2(s->db, "ATTACH ?1 AS snap", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        return kv_db_rv(s->db, rc);
     }
-    if (b->hard_state) {
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : kv_db_rv(s->db, rc);
+}
+
+/* Steps 0 to 4 inside the transaction. */
+static int write_steps(struct kv_store *s, struct kv_batch *b)
+{
+    int rv = 0;
+
+    if (b->install_path != NULL) {
+        rv = write_install(s, b);
+    }
+    if (rv == 0 && b->hard_state) {
         rv = meta_set(s, "term", b->term);
         if (rv == 0) {
             rv = meta_set(s, "vote", b->vote);
@@ -582,21 +705,72 @@ int kv_store_write(struct kv_store *s, struct kv_batch *b)
     if (rv == 0 && b->n_apply > 0) {
         rv = write_apply(s, b);
     }
-    if (rv == 0) {
-        rv = store_step(s, ST_COMMIT);
+    if (rv == 0 && b->compact_to != 0) {
+        rv = write_compact(s, b);
     }
-    if (rv != 0) {
+    return rv;
+}
+
+int kv_store_write(struct kv_store *s, struct kv_batch *b)
+{
+    raft_index_t last = batch_last(s, b);
+    raft_index_t base_applied;
+    raft_index_t base_last;
+    int rv;
+
+    assert(s != NULL && b != NULL);
+    batch_base(s, b, &base_applied, &base_last);
+    /* Raft 5.1: the term never goes down. */
+    assert(!b->hard_state || b->term >= s->term);
+    /* Raft 7: a snapshot only moves the state forward. */
+    assert(b->install_path == NULL || b->install_index > s->applied);
+    /* Raft 5.4: committed (here, applied) entries are never replaced, and
+     * the log has no holes. */
+    assert(b->log_from == 0 ||
+           (b->log_from > base_applied && b->log_from <= base_last + 1));
+    /* Entries are applied once each, in order, and only once stored. */
+    assert(b->n_apply == 0 ||
+           (b->apply_from == base_applied + 1 &&
+            b->apply_from + b->n_apply - 1 <= last && b->results != NULL));
+    /* Raft 7: only applied entries are compacted. */
+    assert(b->compact_to == 0 ||
+           (b->compact_to >= s->log_start && b->compact_to <= base_applied &&
+            b->snap_index >= b->compact_to));
+
+    if (b->install_path != NULL) {
+        rv = attach_snapshot(s, b->install_path);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    rv = store_step(s, ST_BEGIN);
+    if (rv == 0) {
+        rv = write_steps(s, b);
+        if (rv == 0) {
+            rv = store_step(s, ST_COMMIT);
+        }
         /* SQLite may have rolled back already (a full disk does). */
-        if (!sqlite3_get_autocommit(s->db)) {
+        if (rv != 0 && !sqlite3_get_autocommit(s->db)) {
             store_step(s, ST_ROLLBACK);
         }
+    }
+    if (b->install_path != NULL) {
+        kv_db_exec(s->db, "DETACH snap");
+    }
+    if (rv != 0) {
         return rv;
     }
 
     if (b->hard_state) {
         s->term = b->term;
     }
+    if (b->install_path != NULL) {
+        s->log_start = b->install_index + 1;
+    }
+    if (b->compact_to != 0) {
+        s->log_start = b->compact_to + 1;
+    }
     s->last_index = last;
-    s->applied += b->n_apply;
+    s->applied = base_applied + b->n_apply;
     return 0;
 }

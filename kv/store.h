@@ -41,6 +41,8 @@ struct kv_state
     raft_term_t term;
     raft_id_t vote;
     raft_index_t applied;
+    raft_index_t snap_index; /* the latest compaction or install point */
+    raft_term_t snap_term;
     raft_index_t first_index; /* index of entries[0]; 1 for a new log */
     raft_term_t prev_term;    /* term of entry first_index - 1, or 0 */
     struct raft_entry *entries;
@@ -51,12 +53,19 @@ int kv_store_load(struct kv_store *s, struct kv_state *st);
 void kv_state_free(struct kv_state *st);
 
 /* One unit of durable work, done in one transaction and one fsync:
+ *   0. if install_path: replace the state machine's state with the
+ *      snapshot in that file (kv/snapshot.h), which must hold
+ *      install_index and install_term; delete the whole log, which now
+ *      starts after install_index; the applied index becomes install_index;
  *   1. term and vote, if hard_state;
  *   2. if log_from != 0: delete entries >= log_from, then insert entries
  *      as log_from, log_from + 1, ...;
  *   3. apply entries apply[0..n_apply) at apply_from, apply_from + 1, ...
  *      through the state machine, storing each outcome in results[i], and
- *      record the last one as the applied index.
+ *      record the last one as the applied index;
+ *   4. if compact_to: delete entries <= compact_to (all applied before
+ *      this batch; compact_term is the term of entry compact_to) and
+ *      record snap_index, snap_term as the latest snapshot point.
  * Entries of type RAFT_ENTRY_NOOP are applied as nothing (status 0).
  * Returns 0, or a negative code after rolling everything back (-ENOSPC,
  * -EIO, IKD_ECORRUPT...). */
@@ -74,6 +83,15 @@ struct kv_batch
     const struct raft_entry *apply;
     size_t n_apply;
     struct kv_sm_result *results; /* n_apply slots, filled */
+
+    raft_index_t compact_to;
+    raft_term_t compact_term;
+    raft_index_t snap_index;
+    raft_term_t snap_term;
+
+    const char *install_path;
+    raft_index_t install_index;
+    raft_term_t install_term;
 };
 
 int kv_store_write(struct kv_store *s, struct kv_batch *b);

@@ -725,6 +725,7 @@ static void fill_status(const struct net_client_resp *resp,
     s->commit = resp->commit;
     s->applied = resp->applied;
     s->leader_id = resp->leader_id;
+    s->snapshot = resp->snapshot;
 }
 
 /* The leader with the highest term among the nodes' reports, if any. */

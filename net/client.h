@@ -62,6 +62,7 @@ struct ikada_node_status
     uint64_t commit;
     uint64_t applied;
     uint32_t leader_id; /* 0 when none is known */
+    uint64_t snapshot;  /* the latest snapshot point, 0 before one */
 };
 
 /* One status per node of the list, in list order; *out is malloc'd. */

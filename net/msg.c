@@ -209,11 +209,11 @@ static int pack_client_req(msgpack_packer *pk, const struct net_client_req *r)
 
 /* NET_CLIENT_RESP: [v, 8, req_id u64, status i32, value u64, leader_id u32,
  *                   leader_addr str, data bin, id u32, role u8, term u64,
- *                   commit u64, applied u64]
+ *                   commit u64, applied u64, snapshot u64]
  * leader_addr is at most 255 bytes; role is an enum raft_role. */
 static int pack_client_resp(msgpack_packer *pk, const struct net_client_resp *r)
 {
-    int rv = pack_head(pk, NET_CLIENT_RESP, 11);
+    int rv = pack_head(pk, NET_CLIENT_RESP, 12);
     rv |= msgpack_pack_uint64(pk, r->req_id);
     rv |= msgpack_pack_int32(pk, r->status);
     rv |= msgpack_pack_uint64(pk, r->value);
@@ -225,6 +225,42 @@ static int pack_client_resp(msgpack_packer *pk, const struct net_client_resp *r)
     rv |= msgpack_pack_uint64(pk, r->term);
     rv |= msgpack_pack_uint64(pk, r->commit);
     rv |= msgpack_pack_uint64(pk, r->applied);
+    rv |= msgpack_pack_uint64(pk, r->snapshot);
+    return rv;
+}
+
+/* The fields of a struct net_snap_id, in order: term u64, index u64,
+ * snap_term u64, size u64, crc u32. */
+#define SNAP_ID_FIELDS 5
+
+static int pack_snap_id(msgpack_packer *pk, const struct net_snap_id *id)
+{
+    int rv = msgpack_pack_uint64(pk, id->term);
+    rv |= msgpack_pack_uint64(pk, id->index);
+    rv |= msgpack_pack_uint64(pk, id->snap_term);
+    rv |= msgpack_pack_uint64(pk, id->size_bytes);
+    rv |= msgpack_pack_uint32(pk, id->crc);
+    return rv;
+}
+
+/* NET_SNAP_CHUNK: [v, 9, snap id..., offset u64, crc u32, data bin] */
+static int pack_snap_chunk(msgpack_packer *pk, const struct net_snap_chunk *c)
+{
+    int rv = pack_head(pk, NET_SNAP_CHUNK, SNAP_ID_FIELDS + 3);
+    rv |= pack_snap_id(pk, &c->id);
+    rv |= msgpack_pack_uint64(pk, c->offset);
+    rv |= msgpack_pack_uint32(pk, c->crc);
+    rv |= pack_bytes(pk, c->data, c->len);
+    return rv;
+}
+
+/* NET_SNAP_ACK: [v, 10, snap id..., next_offset u64, status i32] */
+static int pack_snap_ack(msgpack_packer *pk, const struct net_snap_ack *a)
+{
+    int rv = pack_head(pk, NET_SNAP_ACK, SNAP_ID_FIELDS + 2);
+    rv |= pack_snap_id(pk, &a->id);
+    rv |= msgpack_pack_uint64(pk, a->next_offset);
+    rv |= msgpack_pack_int32(pk, a->status);
     return rv;
 }
 
@@ -247,6 +283,10 @@ static int pack_msg(msgpack_packer *pk, const struct net_msg *m)
             return pack_client_req(pk, &m->req);
         case NET_CLIENT_RESP:
             return pack_client_resp(pk, &m->resp);
+        case NET_SNAP_CHUNK:
+            return pack_snap_chunk(pk, &m->snap_chunk);
+        case NET_SNAP_ACK:
+            return pack_snap_ack(pk, &m->snap_ack);
     }
     assert(false && "unknown message kind");
     return -1;
@@ -611,6 +651,40 @@ static void decode_client_resp(struct cursor *c, struct net_client_resp *r)
     r->term = get_u64(c, UINT64_MAX);
     r->commit = get_u64(c, UINT64_MAX);
     r->applied = get_u64(c, UINT64_MAX);
+    r->snapshot = get_u64(c, UINT64_MAX);
+}
+
+static void decode_snap_id(struct cursor *c, struct net_snap_id *id)
+{
+    id->term = get_u64(c, UINT64_MAX);
+    id->index = get_u64(c, UINT64_MAX);
+    id->snap_term = get_u64(c, UINT64_MAX);
+    id->size_bytes = get_u64(c, UINT64_MAX);
+    id->crc = get_u32(c);
+    if (id->index == 0 || id->snap_term == 0 || id->snap_term > id->term) {
+        c->bad = true;
+    }
+}
+
+static void decode_snap_chunk(struct cursor *c, struct net_snap_chunk *k)
+{
+    decode_snap_id(c, &k->id);
+    k->offset = get_u64(c, UINT64_MAX);
+    k->crc = get_u32(c);
+    k->data = get_bin(c, IKD_SNAP_CHUNK_BYTES, &k->len);
+    if (k->offset > k->id.size_bytes || k->len > k->id.size_bytes - k->offset) {
+        c->bad = true;
+    }
+}
+
+static void decode_snap_ack(struct cursor *c, struct net_snap_ack *a)
+{
+    decode_snap_id(c, &a->id);
+    a->next_offset = get_u64(c, UINT64_MAX);
+    a->status = get_status(c);
+    if (a->next_offset > a->id.size_bytes) {
+        c->bad = true;
+    }
 }
 
 static int decode_body(struct cursor *c, struct net_msg *m)
@@ -648,6 +722,12 @@ static int decode_body(struct cursor *c, struct net_msg *m)
             break;
         case NET_CLIENT_RESP:
             decode_client_resp(c, &m->resp);
+            break;
+        case NET_SNAP_CHUNK:
+            decode_snap_chunk(c, &m->snap_chunk);
+            break;
+        case NET_SNAP_ACK:
+            decode_snap_ack(c, &m->snap_ack);
             break;
         default:
             return IKD_EMALFORMED;

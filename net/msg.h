@@ -25,6 +25,8 @@ enum net_kind {
     NET_READ_INDEX_RESP, /* the leader's answer */
     NET_CLIENT_REQ,      /* a client request */
     NET_CLIENT_RESP,     /* its reply */
+    NET_SNAP_CHUNK,      /* a leader streams a snapshot file (Raft 7) */
+    NET_SNAP_ACK,        /* the follower: how much of it it holds */
 };
 
 enum net_op {
@@ -100,6 +102,38 @@ struct net_client_resp
     raft_term_t term;
     raft_index_t commit;
     raft_index_t applied;
+    raft_index_t snapshot; /* the latest snapshot point, 0 before one */
+};
+
+/* Names one snapshot file as a leader offers it: a transfer resumes only
+ * for the same name. */
+struct net_snap_id
+{
+    raft_term_t term;      /* the leader's term when it offered the file */
+    raft_index_t index;    /* the snapshot's last entry */
+    raft_term_t snap_term; /* and its term */
+    uint64_t size_bytes;
+    uint32_t crc; /* CRC-32 of the whole file */
+};
+
+/* Bytes [offset, offset + len) of the file, at most IKD_SNAP_CHUNK_BYTES,
+ * with their own CRC-32. */
+struct net_snap_chunk
+{
+    struct net_snap_id id;
+    uint64_t offset;
+    uint32_t crc;
+    const uint8_t *data;
+    size_t len;
+};
+
+/* The follower holds the file's first next_offset bytes; status is 0, or
+ * a negative code when it gave the transfer up (the leader stops). */
+struct net_snap_ack
+{
+    struct net_snap_id id;
+    uint64_t next_offset;
+    int32_t status;
 };
 
 struct net_msg
@@ -114,6 +148,8 @@ struct net_msg
         struct net_read_index_resp read_index_resp;
         struct net_client_req req;
         struct net_client_resp resp;
+        struct net_snap_chunk snap_chunk;
+        struct net_snap_ack snap_ack;
     };
 };
 

@@ -17,13 +17,20 @@
 #include "node.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <zlib.h>
 
 #include "../kv/cmd.h"
+#include "../kv/snapshot.h"
 #include "../kv/store.h"
 #include "metrics.h"
 #include "trace.h"
@@ -50,6 +57,7 @@ struct job
     struct raft_entry *apply_entries; /* owned copies */
     size_t n_apply;
     struct kv_sm_result *results;
+    char *install_path; /* owned; the snapshot file to install, if any */
     raft_index_t persist_index; /* 0 when the log is not touched */
     raft_term_t persist_term;
     struct msg_list after; /* sent once the job is durable */
@@ -120,9 +128,16 @@ struct node_stats
     uint64_t storage_failures;
     uint64_t entries_persisted;
     uint64_t entries_applied;
+    uint64_t compactions;
+    uint64_t snapshots_created;
+    uint64_t snapshots_sent;
+    uint64_t snapshots_failed;
+    uint64_t snapshots_installed;
     struct ikd_hist proposal_latency;
     struct ikd_hist read_latency;
     struct ikd_hist storage_latency;
+    struct ikd_hist loop_stall;
+    uint64_t stall_max_ns;
 };
 
 struct node
@@ -137,6 +152,9 @@ struct node
     struct kv_reader *reader;
     uv_timer_t tick_timer;
     unsigned tick_ms;
+    /* Fires every NODE_STALL_PROBE_MS to measure how late the loop is. */
+    uv_timer_t stall_timer;
+    uint64_t stall_due_ns;
 
     struct job *running;
     bool retry_scheduled;
@@ -151,6 +169,25 @@ struct node
     raft_index_t commit;       /* latest commit the core reported */
     raft_index_t apply_queued; /* last index handed to a job to apply */
     raft_index_t applied;      /* last index applied and durable */
+
+    /* Snapshots and compaction (see "snapshots" below). */
+    raft_index_t snap_index; /* latest durable snapshot point */
+    bool pend_compact;
+    raft_index_t pend_compact_to;
+    raft_term_t pend_compact_term;
+    raft_index_t pend_snap_index;
+    raft_term_t pend_snap_term;
+    char *pend_install_path;
+    raft_index_t pend_install_index;
+    raft_term_t pend_install_term;
+    bool out_creating;
+    bool out_ready;
+    uint64_t out_retry_ms; /* after a failure, no new try before this */
+    struct kv_snapshot_info out_info;
+    struct snap_send *senders[IKD_MAX_NODES]; /* by slot in cfg.peers */
+    struct snap_recv *recv;
+    char *recv_path;     /* a received file the core may take */
+    unsigned snap_async; /* snapshot work and file requests in flight */
 
     enum raft_role role;
     raft_id_t leader;
@@ -282,6 +319,18 @@ static void waiters_poke(struct node *n)
 
 static void process_updates(struct node *n);
 static void job_start(struct node *n);
+static void node_maybe_finish_stop(struct node *n);
+static void maybe_compact(struct node *n);
+static void compact_done(struct node *n, const struct job *j);
+static void install_done(struct node *n, const struct job *j);
+static void on_snapshot_taken(struct node *n, const struct raft_update *u);
+static void snapshot_send_start(struct node *n,
+                                raft_id_t peer,
+                                raft_index_t need);
+static void senders_tick(struct node *n);
+static void recv_tick(struct node *n);
+struct snap_send;
+struct snap_recv;
 
 static int copy_entries(struct node *n,
                         raft_index_t from,
@@ -324,6 +373,7 @@ static void free_entries(struct raft_entry *e, size_t count)
 
 static void job_free(struct job *j)
 {
+    free(j->install_path);
     free_entries(j->log_entries, j->n_log);
     free_entries(j->apply_entries, j->n_apply);
     free(j->results);
@@ -333,7 +383,9 @@ static void job_free(struct job *j)
 
 static bool pending_has_work(const struct node *n)
 {
-    return n->pend_hard || n->pend_log_from != 0 || n->commit > n->apply_queued;
+    return n->pend_hard || n->pend_log_from != 0 ||
+           n->commit > n->apply_queued || n->pend_compact ||
+           n->pend_install_path != NULL;
 }
 
 static int job_fill_log(struct node *n, struct job *j)
@@ -381,6 +433,18 @@ static struct job *job_build(struct node *n)
         return NULL;
     }
     j->node = n;
+    if (n->pend_install_path != NULL) {
+        j->install_path = n->pend_install_path;
+        j->batch.install_path = j->install_path;
+        j->batch.install_index = n->pend_install_index;
+        j->batch.install_term = n->pend_install_term;
+    }
+    if (n->pend_compact) {
+        j->batch.compact_to = n->pend_compact_to;
+        j->batch.compact_term = n->pend_compact_term;
+        j->batch.snap_index = n->pend_snap_index;
+        j->batch.snap_term = n->pend_snap_term;
+    }
     j->batch.hard_state = n->pend_hard;
     j->batch.term = n->pend_term;
     j->batch.vote = n->pend_vote;
@@ -398,9 +462,13 @@ static struct job *job_build(struct node *n)
     }
     j->after = n->pend_msgs;
     n->pend_msgs = (struct msg_list){0};
+
+    n->pend_install_path = NULL;
+    n->pend_compact = false;
     return j;
 
 err:
+    j->install_path = NULL; /* still pending */
     job_free(j);
     return NULL;
 }
@@ -459,6 +527,13 @@ static void job_failed(struct node *n, struct job *j)
     if (j->n_apply > 0) {
         n->apply_queued = j->batch.apply_from - 1;
     }
+    if (j->install_path != NULL && n->pend_install_path == NULL) {
+        n->pend_install_path = j->install_path;
+        n->pend_install_index = j->batch.install_index;
+        n->pend_install_term = j->batch.install_term;
+        n->apply_queued = j->batch.install_index;
+        j->install_path = NULL;
+    }
     msgs_drop(&j->after);
     job_free(j);
     if (!n->retry_scheduled) {
@@ -466,8 +541,6 @@ static void job_failed(struct node *n, struct job *j)
         uv_timer_start(&n->retry_timer, retry_timer_cb, 1000, 0);
     }
 }
-
-static void node_maybe_finish_stop(struct node *n);
 
 static void job_after_cb(uv_work_t *work, int status)
 {
@@ -493,6 +566,11 @@ static void job_after_cb(uv_work_t *work, int status)
     n->stats.entries_applied += j->n_apply;
     ikd_hist_observe(&n->stats.storage_latency, j->write_ns);
 
+    if (j->install_path != NULL) {
+        n->applied = j->batch.install_index;
+        raft_applied(n->raft, n->applied);
+        install_done(n, j);
+    }
     if (j->persist_index != 0) {
         raft_persisted(n->raft, j->persist_index, j->persist_term);
     }
@@ -501,6 +579,10 @@ static void job_after_cb(uv_work_t *work, int status)
         raft_applied(n->raft, n->applied);
         job_complete_waiters(n, j);
     }
+    if (j->batch.compact_to != 0) {
+        compact_done(n, j);
+    }
+    maybe_compact(n);
     msgs_send(n, &j->after);
     job_free(j);
     waiters_poke(n);
@@ -645,8 +727,15 @@ static void process_update(struct node *n, const struct raft_update *u)
         (n->pend_log_from == 0 || u->log_dirty_from < n->pend_log_from)) {
         n->pend_log_from = u->log_dirty_from;
     }
+    if (u->snapshot_index != 0) {
+        on_snapshot_taken(n, u);
+    }
     for (size_t i = 0; i < u->n_msgs; i++) {
-        send_or_hold(n, &u->msgs[i]);
+        if (u->msgs[i].type == RAFT_MSG_SNAPSHOT) {
+            snapshot_send_start(n, u->msgs[i].to, u->msgs[i].snapshot.index);
+        } else {
+            send_or_hold(n, &u->msgs[i]);
+        }
     }
     assert(u->commit >= n->commit);
     n->commit = u->commit;
@@ -826,10 +915,27 @@ static void waiters_expire(struct node *n)
     }
 }
 
+#define NODE_STALL_PROBE_MS 10
+
+static void stall_cb(uv_timer_t *t)
+{
+    struct node *n = t->data;
+    uint64_t now = uv_hrtime();
+    uint64_t late = now > n->stall_due_ns ? now - n->stall_due_ns : 0;
+
+    ikd_hist_observe(&n->stats.loop_stall, late);
+    if (late > n->stats.stall_max_ns) {
+        n->stats.stall_max_ns = late;
+    }
+    n->stall_due_ns = now + NODE_STALL_PROBE_MS * 1000000ull;
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     struct node *n = t->data;
     raft_tick(n->raft);
+    senders_tick(n);
+    recv_tick(n);
     waiters_expire(n);
     waiters_poke(n);
     process_updates(n);
@@ -1061,6 +1167,7 @@ static void client_status(struct node *n, uint64_t conn_id, uint64_t req_id)
     resp.term = raft_term(n->raft);
     resp.commit = raft_commit(n->raft);
     resp.applied = n->applied;
+    resp.snapshot = n->snap_index;
     resp.leader_id = n->leader;
     client_reply(n, conn_id, &resp);
 }
@@ -1154,6 +1261,762 @@ static void on_client_req(struct node *n,
     }
 }
 
+/* ---- snapshots (Raft 7) ----
+ *
+ * The state machine's tables are themselves the durable snapshot: the log
+ * is compacted behind the applied index, keeping a trail for followers
+ * that are a little behind.  A follower that needs compacted entries gets
+ * a snapshot file (kv/snapshot.h), made on a worker thread from a
+ * consistent read and streamed one chunk at a time; the follower writes
+ * it to its data folder, checks it, and installs it in one transaction
+ * with the rest of a storage job.  Files: DIR/snap-out.db (the leader's
+ * latest), DIR/snap-in.db (one being received), DIR/snap-<index>.db
+ * (received, waiting for its install); all are removed at start. */
+
+#define SNAP_OUT_NAME "snap-out.db"
+#define SNAP_IN_NAME "snap-in.db"
+/* An unanswered chunk is sent again after this long. */
+#define SNAP_ACK_TIMEOUT_MS 2000
+/* A follower that has the whole file but has not reported the install
+ * after this long is given up, and the core asks again. */
+#define SNAP_INSTALL_TIMEOUT_MS 60000
+/* A transfer that made no progress for this long is dropped. */
+#define SNAP_IDLE_TIMEOUT_MS 30000
+
+static int data_path(const struct node *n, const char *name, char **out)
+{
+    return asprintf(out, "%s/%s", n->data_dir, name) < 0 ? -ENOMEM : 0;
+}
+
+static void remove_snapshot_files(struct node *n)
+{
+    DIR *d = opendir(n->data_dir);
+    struct dirent *e;
+
+    if (d == NULL) {
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, "snap-", 5) == 0) {
+            char *path;
+            if (data_path(n, e->d_name, &path) == 0) {
+                unlink(path);
+                free(path);
+            }
+        }
+    }
+    closedir(d);
+}
+
+static raft_term_t term_of(const struct node *n, raft_index_t index)
+{
+    const struct raft_entry *e = raft_entry_at(n->raft, index);
+
+    if (e != NULL) {
+        return e->term;
+    }
+    return index + 1 == raft_first_index(n->raft) ? raft_prev_term(n->raft) : 0;
+}
+
+/* Plan a compaction once the log holds threshold entries past the latest
+ * snapshot point; it goes into the next storage job. */
+static void maybe_compact(struct node *n)
+{
+    raft_index_t to;
+
+    if (n->pend_compact || n->pend_install_path != NULL ||
+        n->applied < n->snap_index + n->cfg.snapshot_threshold) {
+        return;
+    }
+    to = n->applied > n->cfg.snapshot_trailing
+             ? n->applied - n->cfg.snapshot_trailing
+             : 0;
+    if (to < raft_first_index(n->raft) || to > raft_persisted_index(n->raft)) {
+        return;
+    }
+    n->pend_compact = true;
+    n->pend_compact_to = to;
+    n->pend_compact_term = term_of(n, to);
+    n->pend_snap_index = n->applied;
+    n->pend_snap_term = term_of(n, n->applied);
+}
+
+static void compact_done(struct node *n, const struct job *j)
+{
+    raft_index_t to = j->batch.compact_to;
+
+    if (raft_compact(n->raft, to) != 0) {
+        IKD_WARN(NODE_MOD, "compaction to index=%llu refused by the core",
+                 (unsigned long long)to);
+    }
+    n->snap_index = j->batch.snap_index;
+    n->stats.compactions++;
+    IKD_INFO(NODE_MOD,
+             "snapshot point index=%llu -> log compacted up to %llu, "
+             "kept from %llu",
+             (unsigned long long)n->snap_index, (unsigned long long)to,
+             (unsigned long long)raft_first_index(n->raft));
+}
+
+/* A proposal applied through a snapshot has no result of its own here:
+ * its outcome is unknown to this node (a retry with its session learns
+ * it). */
+static void install_done(struct node *n, const struct job *j)
+{
+    raft_index_t index = j->batch.install_index;
+
+    n->snap_index = index;
+    n->stats.snapshots_installed++;
+    for (struct waiter *w = n->waiters.next; w != &n->waiters;) {
+        struct waiter *next = w->next;
+        if (!w->is_read && w->stage == W_APPLY && w->index <= index) {
+            waiter_finish(w, IKD_ETIMEDOUT, 0);
+        }
+        w = next;
+    }
+    unlink(j->batch.install_path);
+    IKD_INFO(NODE_MOD, "snapshot index=%llu term=%llu installed",
+             (unsigned long long)index,
+             (unsigned long long)j->batch.install_term);
+}
+
+/* -- the leader's side -- */
+
+struct snap_send
+{
+    struct node *node;
+    raft_id_t peer;
+    raft_index_t need; /* the snapshot must reach this index */
+    bool have_file;
+    int fd;
+    struct net_snap_id id;
+    uint64_t offset;   /* the next byte to send */
+    bool reading;      /* a read of the file is in flight */
+    bool awaiting_ack; /* a chunk is on its way */
+    bool done;         /* the follower has every byte */
+    bool closing;      /* freed once the read in flight ends */
+    uint64_t sent_ms;
+    uint64_t progress_ms;
+    uv_fs_t req;
+    uint8_t *buf;
+};
+
+static struct snap_send **sender_slot(struct node *n, raft_id_t peer)
+{
+    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+        if (n->cfg.peers[i].id == peer) {
+            return &n->senders[i];
+        }
+    }
+    return NULL;
+}
+
+static void sender_free(struct snap_send *s)
+{
+    if (s->fd >= 0) {
+        close(s->fd);
+    }
+    free(s->buf);
+    free(s);
+}
+
+/* Detach s from its node and free it once no read is in flight. */
+static void sender_stop(struct node *n, struct snap_send *s, bool failed)
+{
+    struct snap_send **slot = sender_slot(n, s->peer);
+
+    if (slot != NULL && *slot == s) {
+        *slot = NULL;
+    }
+    if (failed) {
+        n->stats.snapshots_failed++;
+        raft_snapshot_failed(n->raft, s->peer);
+    }
+    if (s->reading) {
+        s->closing = true;
+    } else {
+        sender_free(s);
+    }
+}
+
+static void sender_send_next(struct snap_send *s);
+
+static void sender_read_cb(uv_fs_t *req)
+{
+    struct snap_send *s = req->data;
+    struct node *n = s->node;
+    ssize_t got = req->result;
+
+    uv_fs_req_cleanup(req);
+    s->reading = false;
+    n->snap_async--;
+    if (s->closing) {
+        sender_free(s);
+        node_maybe_finish_stop(n);
+        return;
+    }
+    if (got <= 0) {
+        IKD_WARN(NODE_MOD, "snapshot to %u: reading the file failed: %s",
+                 s->peer, got < 0 ? uv_strerror((int)got) : "short file");
+        sender_stop(n, s, true);
+        return;
+    }
+    struct net_msg m = {.kind = NET_SNAP_CHUNK};
+    m.snap_chunk.id = s->id;
+    m.snap_chunk.offset = s->offset;
+    m.snap_chunk.data = s->buf;
+    m.snap_chunk.len = (size_t)got;
+    m.snap_chunk.crc = (uint32_t)crc32(crc32(0L, Z_NULL, 0), s->buf, (uInt)got);
+    s->awaiting_ack = true;
+    s->sent_ms = now_ms(n);
+    (void)net_send_peer(n->transport, s->peer, &m);
+}
+
+static void sender_send_next(struct snap_send *s)
+{
+    struct node *n = s->node;
+    uint64_t left = s->id.size_bytes - s->offset;
+    size_t len =
+        left < IKD_SNAP_CHUNK_BYTES ? (size_t)left : IKD_SNAP_CHUNK_BYTES;
+
+    if (!s->have_file || s->reading || s->awaiting_ack || s->done ||
+        n->stopping) {
+        return;
+    }
+    s->req.data = s;
+    uv_buf_t b = uv_buf_init((char *)s->buf, (unsigned)len);
+    if (uv_fs_read(n->loop, &s->req, s->fd, &b, 1, (int64_t)s->offset,
+                   sender_read_cb) == 0) {
+        s->reading = true;
+        n->snap_async++;
+    }
+}
+
+/* Point s at the leader's current snapshot file and start streaming. */
+static void sender_open(struct node *n, struct snap_send *s)
+{
+    char *path;
+
+    if (data_path(n, SNAP_OUT_NAME, &path) != 0) {
+        return;
+    }
+    s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (s->fd < 0) {
+        IKD_WARN(NODE_MOD, "snapshot to %u: cannot open the file: %s", s->peer,
+                 strerror(errno));
+        sender_stop(n, s, true);
+        return;
+    }
+    s->have_file = true;
+    s->id.term = raft_term(n->raft);
+    s->id.index = n->out_info.index;
+    s->id.snap_term = n->out_info.term;
+    s->id.size_bytes = n->out_info.size_bytes;
+    s->id.crc = n->out_info.crc;
+    s->progress_ms = now_ms(n);
+    IKD_INFO(NODE_MOD,
+             "follower %u needs a snapshot -> send index=%llu, %llu bytes",
+             s->peer, (unsigned long long)s->id.index,
+             (unsigned long long)s->id.size_bytes);
+    sender_send_next(s);
+}
+
+struct snap_create
+{
+    uv_work_t work;
+    struct node *node;
+    char *tmp_path;
+    char *path;
+    struct kv_snapshot_info info;
+    int rv;
+    uint64_t took_ns;
+};
+
+static const struct kv_sm node_sm = {.ops = &kv_fsm_ops, .ctx = NULL};
+
+static void create_work_cb(uv_work_t *work)
+{
+    struct snap_create *c = work->data;
+    uint64_t start = uv_hrtime();
+
+    c->rv =
+        kv_snapshot_create(c->node->data_dir, &node_sm, c->tmp_path, &c->info);
+    if (c->rv == 0 && rename(c->tmp_path, c->path) != 0) {
+        c->rv = -errno;
+        unlink(c->tmp_path);
+    }
+    c->took_ns = uv_hrtime() - start;
+}
+
+static void snapshot_file_ensure(struct node *n, raft_index_t need);
+
+/* Senders waiting for a file start once it is there; after a failed
+ * attempt, the next one comes a little later (senders_tick). */
+static void senders_start_waiting(struct node *n)
+{
+    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+        struct snap_send *s = n->senders[i];
+        if (s == NULL || s->have_file) {
+            continue;
+        }
+        if (n->out_ready && n->out_info.index >= s->need) {
+            sender_open(n, s);
+        } else if (now_ms(n) >= n->out_retry_ms) {
+            snapshot_file_ensure(n, s->need);
+        }
+    }
+}
+
+static void create_after_cb(uv_work_t *work, int status)
+{
+    struct snap_create *c = work->data;
+    struct node *n = c->node;
+
+    n->out_creating = false;
+    n->snap_async--;
+    if (status == 0 && c->rv == 0 && !n->stopping) {
+        n->out_ready = true;
+        n->out_info = c->info;
+        n->stats.snapshots_created++;
+        IKD_INFO(NODE_MOD, "snapshot index=%llu made: %llu bytes in %.1f ms",
+                 (unsigned long long)c->info.index,
+                 (unsigned long long)c->info.size_bytes,
+                 (double)c->took_ns / 1e6);
+    } else if (!n->stopping) {
+        n->out_ready = false;
+        n->out_retry_ms = now_ms(n) + 1000;
+        IKD_WARN(NODE_MOD, "making a snapshot failed: %s -> retry in 1 s",
+                 ikd_strerror(c->rv != 0 ? c->rv : status));
+    }
+    free(c->tmp_path);
+    free(c->path);
+    free(c);
+    if (n->stopping) {
+        node_maybe_finish_stop(n);
+        return;
+    }
+    senders_start_waiting(n);
+}
+
+/* Make a new snapshot file unless the current one is recent enough. */
+static void snapshot_file_ensure(struct node *n, raft_index_t need)
+{
+    struct snap_create *c;
+
+    if (n->out_creating || now_ms(n) < n->out_retry_ms ||
+        (n->out_ready && n->out_info.index >= need &&
+         n->out_info.index + 1 >= raft_first_index(n->raft))) {
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL || data_path(n, SNAP_OUT_NAME ".tmp", &c->tmp_path) != 0 ||
+        data_path(n, SNAP_OUT_NAME, &c->path) != 0) {
+        if (c != NULL) {
+            free(c->tmp_path);
+            free(c);
+        }
+        return;
+    }
+    c->node = n;
+    c->work.data = c;
+    /* Senders keep their open file; new ones wait for the new file. */
+    n->out_ready = false;
+    if (uv_queue_work(n->loop, &c->work, create_work_cb, create_after_cb) !=
+        0) {
+        free(c->tmp_path);
+        free(c->path);
+        free(c);
+        return;
+    }
+    n->out_creating = true;
+    n->snap_async++;
+}
+
+/* The core asks for a snapshot to peer (RAFT_MSG_SNAPSHOT). */
+static void snapshot_send_start(struct node *n,
+                                raft_id_t peer,
+                                raft_index_t need)
+{
+    struct snap_send **slot = sender_slot(n, peer);
+    struct snap_send *s;
+
+    if (slot == NULL) {
+        return;
+    }
+    if (*slot != NULL) {
+        sender_stop(n, *slot, false);
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->buf = malloc(IKD_SNAP_CHUNK_BYTES)) == NULL) {
+        free(s);
+        raft_snapshot_failed(n->raft, peer);
+        return;
+    }
+    s->node = n;
+    s->peer = peer;
+    s->need = need;
+    s->fd = -1;
+    *slot = s;
+    n->stats.snapshots_sent++;
+    snapshot_file_ensure(n, need);
+    if (n->out_ready && n->out_info.index >= need) {
+        sender_open(n, s);
+    }
+}
+
+static bool snap_id_equal(const struct net_snap_id *a,
+                          const struct net_snap_id *b)
+{
+    return a->term == b->term && a->index == b->index &&
+           a->snap_term == b->snap_term && a->size_bytes == b->size_bytes &&
+           a->crc == b->crc;
+}
+
+static void on_snap_ack(struct node *n,
+                        raft_id_t from,
+                        const struct net_snap_ack *a)
+{
+    struct snap_send **slot = sender_slot(n, from);
+    struct snap_send *s = slot != NULL ? *slot : NULL;
+
+    if (s == NULL || !s->have_file || !snap_id_equal(&s->id, &a->id)) {
+        return;
+    }
+    if (a->status != 0) {
+        IKD_WARN(NODE_MOD, "follower %u refused the snapshot: %s -> stop", from,
+                 ikd_strerror(a->status));
+        sender_stop(n, s, true);
+        return;
+    }
+    s->awaiting_ack = false;
+    if (a->next_offset != s->offset) {
+        s->progress_ms = now_ms(n);
+    }
+    s->offset = a->next_offset;
+    if (s->offset == s->id.size_bytes) {
+        if (!s->done) {
+            s->done = true;
+            s->progress_ms = now_ms(n);
+        }
+        return;
+    }
+    sender_send_next(s);
+}
+
+/* Every tick: resend what went unanswered, drop what is no longer
+ * needed. */
+static void senders_tick(struct node *n)
+{
+    uint64_t now = now_ms(n);
+
+    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+        struct snap_send *s = n->senders[i];
+        if (s == NULL) {
+            continue;
+        }
+        if (!raft_snapshot_pending(n->raft, s->peer) ||
+            (s->have_file && s->id.term != raft_term(n->raft))) {
+            sender_stop(n, s, false);
+        } else if (now - s->progress_ms >
+                   (s->done ? SNAP_INSTALL_TIMEOUT_MS : SNAP_IDLE_TIMEOUT_MS)) {
+            IKD_WARN(NODE_MOD, "snapshot to %u made no progress -> give up",
+                     s->peer);
+            sender_stop(n, s, true);
+        } else if (s->awaiting_ack && now - s->sent_ms > SNAP_ACK_TIMEOUT_MS) {
+            s->awaiting_ack = false;
+            sender_send_next(s);
+        }
+    }
+    if (!n->out_creating) {
+        senders_start_waiting(n);
+    }
+}
+
+/* -- the follower's side -- */
+
+struct snap_recv
+{
+    struct node *node;
+    raft_id_t leader;
+    struct net_snap_id id;
+    int fd;
+    uint64_t received;
+    uLong crc;
+    bool writing;
+    bool complete;
+    bool closing;
+    uint64_t last_ms;
+    uv_fs_t req;
+    uint8_t *buf;
+    size_t len;
+};
+
+static void send_snap_ack(struct node *n,
+                          raft_id_t to,
+                          const struct net_snap_id *id,
+                          uint64_t next,
+                          int status)
+{
+    struct net_msg m = {.kind = NET_SNAP_ACK};
+    m.snap_ack.id = *id;
+    m.snap_ack.next_offset = next;
+    m.snap_ack.status = status;
+    (void)net_send_peer(n->transport, to, &m);
+}
+
+static void recv_free(struct snap_recv *r)
+{
+    if (r->fd >= 0) {
+        close(r->fd);
+    }
+    free(r->buf);
+    free(r);
+}
+
+/* Drop the transfer and its file; freed once no write is in flight. */
+static void recv_discard(struct node *n)
+{
+    struct snap_recv *r = n->recv;
+    char *path;
+
+    if (r == NULL) {
+        return;
+    }
+    n->recv = NULL;
+    if (data_path(n, SNAP_IN_NAME, &path) == 0) {
+        unlink(path);
+        free(path);
+    }
+    if (r->writing) {
+        r->closing = true;
+    } else {
+        recv_free(r);
+    }
+}
+
+/* The whole file is here and checked: move it aside and hand it to the
+ * core, which decides whether to take its state. */
+static void recv_complete(struct node *n, struct snap_recv *r)
+{
+    char name[64];
+    char *in_path = NULL;
+    char *path = NULL;
+    struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT};
+
+    snprintf(name, sizeof(name), "snap-%llu.db",
+             (unsigned long long)r->id.index);
+    if (data_path(n, SNAP_IN_NAME, &in_path) != 0 ||
+        data_path(n, name, &path) != 0 || rename(in_path, path) != 0) {
+        free(in_path);
+        free(path);
+        send_snap_ack(n, r->leader, &r->id, r->received, -EIO);
+        recv_discard(n);
+        return;
+    }
+    free(in_path);
+    send_snap_ack(n, r->leader, &r->id, r->received, 0);
+    m.from = r->leader;
+    m.to = n->cfg.id;
+    m.term = r->id.term;
+    m.snapshot.index = r->id.index;
+    m.snapshot.term = r->id.snap_term;
+    n->recv_path = path;
+    recv_free(r);
+    n->recv = NULL;
+    (void)raft_step(n->raft, &m);
+    process_updates(n);
+    /* Not taken (stale, or not ahead of commit): nothing to install. */
+    if (n->recv_path != NULL) {
+        unlink(n->recv_path);
+        free(n->recv_path);
+        n->recv_path = NULL;
+    }
+}
+
+static void recv_fsync_cb(uv_fs_t *req)
+{
+    struct snap_recv *r = req->data;
+    struct node *n = r->node;
+    ssize_t rv = req->result;
+
+    uv_fs_req_cleanup(req);
+    r->writing = false;
+    n->snap_async--;
+    if (r->closing || n->stopping) {
+        recv_free(r);
+        node_maybe_finish_stop(n);
+        return;
+    }
+    if (rv < 0) {
+        send_snap_ack(n, r->leader, &r->id, r->received, (int)rv);
+        recv_discard(n);
+        return;
+    }
+    recv_complete(n, r);
+}
+
+static void recv_write_cb(uv_fs_t *req)
+{
+    struct snap_recv *r = req->data;
+    struct node *n = r->node;
+    ssize_t wrote = req->result;
+
+    uv_fs_req_cleanup(req);
+    r->writing = false;
+    n->snap_async--;
+    if (r->closing || n->stopping) {
+        recv_free(r);
+        node_maybe_finish_stop(n);
+        return;
+    }
+    if (wrote != (ssize_t)r->len) {
+        IKD_WARN(NODE_MOD, "snapshot: writing the file failed: %s -> drop it",
+                 wrote < 0 ? uv_strerror((int)wrote) : "short write");
+        send_snap_ack(n, r->leader, &r->id, r->received,
+                      wrote < 0 ? (int)wrote : -EIO);
+        recv_discard(n);
+        return;
+    }
+    r->crc = crc32(r->crc, r->buf, (uInt)r->len);
+    r->received += r->len;
+    r->last_ms = now_ms(n);
+    if (r->received < r->id.size_bytes) {
+        send_snap_ack(n, r->leader, &r->id, r->received, 0);
+        return;
+    }
+    if ((uint32_t)r->crc != r->id.crc) {
+        IKD_WARN(NODE_MOD, "snapshot index=%llu: checksum mismatch -> drop it",
+                 (unsigned long long)r->id.index);
+        send_snap_ack(n, r->leader, &r->id, r->received, IKD_ECORRUPT);
+        recv_discard(n);
+        return;
+    }
+    r->req.data = r;
+    if (uv_fs_fsync(n->loop, &r->req, r->fd, recv_fsync_cb) == 0) {
+        r->writing = true;
+        n->snap_async++;
+    }
+}
+
+static struct snap_recv *recv_begin(struct node *n,
+                                    raft_id_t leader,
+                                    const struct net_snap_id *id)
+{
+    struct snap_recv *r = calloc(1, sizeof(*r));
+    char *path;
+
+    if (r == NULL || (r->buf = malloc(IKD_SNAP_CHUNK_BYTES)) == NULL ||
+        data_path(n, SNAP_IN_NAME, &path) != 0) {
+        if (r != NULL) {
+            free(r->buf);
+            free(r);
+        }
+        return NULL;
+    }
+    r->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    free(path);
+    if (r->fd < 0) {
+        IKD_WARN(NODE_MOD, "snapshot: cannot create the file: %s",
+                 strerror(errno));
+        free(r->buf);
+        free(r);
+        return NULL;
+    }
+    r->node = n;
+    r->leader = leader;
+    r->id = *id;
+    r->crc = crc32(0L, Z_NULL, 0);
+    r->last_ms = now_ms(n);
+    IKD_INFO(NODE_MOD,
+             "leader %u sends a snapshot index=%llu term=%llu, %llu bytes "
+             "-> receive it",
+             leader, (unsigned long long)id->index,
+             (unsigned long long)id->snap_term,
+             (unsigned long long)id->size_bytes);
+    return r;
+}
+
+static void on_snap_chunk(struct node *n,
+                          raft_id_t from,
+                          const struct net_snap_chunk *c)
+{
+    struct snap_recv *r = n->recv;
+
+    if (c->id.term < raft_term(n->raft)) {
+        send_snap_ack(n, from, &c->id, 0, IKD_ESTALE);
+        return;
+    }
+    if (r != NULL && (r->leader != from || !snap_id_equal(&r->id, &c->id))) {
+        if (r->writing) {
+            return; /* answered once the write in flight ends */
+        }
+        recv_discard(n);
+        r = NULL;
+    }
+    if (r == NULL) {
+        if (c->offset != 0) {
+            send_snap_ack(n, from, &c->id, 0, 0); /* start over */
+            return;
+        }
+        r = n->recv = recv_begin(n, from, &c->id);
+        if (r == NULL) {
+            send_snap_ack(n, from, &c->id, 0, -EIO);
+            return;
+        }
+    }
+    if (r->writing) {
+        return;
+    }
+    if (c->offset != r->received ||
+        (uint32_t)crc32(crc32(0L, Z_NULL, 0), c->data, (uInt)c->len) !=
+            c->crc ||
+        c->len == 0) {
+        send_snap_ack(n, from, &c->id, r->received, 0);
+        return;
+    }
+    memcpy(r->buf, c->data, c->len);
+    r->len = c->len;
+    r->req.data = r;
+    uv_buf_t b = uv_buf_init((char *)r->buf, (unsigned)r->len);
+    if (uv_fs_write(n->loop, &r->req, r->fd, &b, 1, (int64_t)c->offset,
+                    recv_write_cb) == 0) {
+        r->writing = true;
+        n->snap_async++;
+    }
+}
+
+static void recv_tick(struct node *n)
+{
+    if (n->recv != NULL && !n->recv->writing &&
+        now_ms(n) - n->recv->last_ms > SNAP_IDLE_TIMEOUT_MS) {
+        IKD_WARN(NODE_MOD, "snapshot from %u stalled -> drop it",
+                 n->recv->leader);
+        recv_discard(n);
+    }
+}
+
+/* The core took the state of the snapshot in n->recv_path: install it
+ * with the next storage job, before anything else the core asked for. */
+static void on_snapshot_taken(struct node *n, const struct raft_update *u)
+{
+    if (n->recv_path == NULL) {
+        IKD_ERROR(NODE_MOD, "the core took a snapshot that is not here");
+        return;
+    }
+    if (n->pend_install_path != NULL) {
+        unlink(n->pend_install_path);
+        free(n->pend_install_path);
+    }
+    n->pend_install_path = n->recv_path;
+    n->recv_path = NULL;
+    n->pend_install_index = u->snapshot_index;
+    n->pend_install_term = u->snapshot_term;
+    n->pend_compact = false;
+    n->pend_log_from = u->log_dirty_from;
+    n->apply_queued = u->snapshot_index;
+}
+
 /* ---- transport callbacks ---- */
 
 static void on_raft_msg(struct node *n,
@@ -1205,6 +2068,16 @@ static void transport_msg_cb(void *ctx,
             break;
         case NET_CLIENT_REQ:
             on_client_req(n, conn_id, &m->req);
+            break;
+        case NET_SNAP_CHUNK:
+            if (from_peer) {
+                on_snap_chunk(n, from, &m->snap_chunk);
+            }
+            break;
+        case NET_SNAP_ACK:
+            if (from_peer) {
+                on_snap_ack(n, from, &m->snap_ack);
+            }
             break;
         default:
             IKD_DEBUG(NODE_MOD, "unexpected message kind %u on conn %llu",
@@ -1284,6 +2157,7 @@ static int node_open_storage(struct node *n)
     }
     rv = node_make_raft(n, &st);
     if (rv == 0) {
+        n->snap_index = st.snap_index;
         n->applied = st.applied;
         n->apply_queued = st.applied;
         n->commit = st.applied;
@@ -1336,6 +2210,8 @@ static void node_free(struct node *n)
         raft_free(n->raft);
     }
     msgs_drop(&n->pend_msgs);
+    free(n->pend_install_path);
+    free(n->recv_path);
     while (n->remote_reads != NULL) {
         struct remote_read *rr = n->remote_reads;
         n->remote_reads = rr->next;
@@ -1362,6 +2238,9 @@ int node_start(uv_loop_t *loop,
         rv = node_open_storage(n);
     }
     if (rv == 0) {
+        remove_snapshot_files(n);
+    }
+    if (rv == 0) {
         rv = net_transport_start(loop, cfg->id, cfg->peers, cfg->n_peers,
                                  n->cluster_hash, &cbs, n, &n->transport);
     }
@@ -1375,13 +2254,19 @@ int node_start(uv_loop_t *loop,
     uv_timer_init(loop, &n->retry_timer);
     n->retry_timer.data = n;
     uv_timer_start(&n->tick_timer, tick_cb, n->tick_ms, n->tick_ms);
+    uv_timer_init(loop, &n->stall_timer);
+    n->stall_timer.data = n;
+    n->stall_due_ns = uv_hrtime() + NODE_STALL_PROBE_MS * 1000000ull;
+    uv_timer_start(&n->stall_timer, stall_cb, NODE_STALL_PROBE_MS,
+                   NODE_STALL_PROBE_MS);
     *out = n;
     return 0;
 }
 
 static void node_maybe_finish_stop(struct node *n)
 {
-    if (n->open_handles > 0 || !n->transport_closed || n->running != NULL) {
+    if (n->open_handles > 0 || !n->transport_closed || n->running != NULL ||
+        n->snap_async > 0) {
         return;
     }
     void (*cb)(void *arg) = n->stop_cb;
@@ -1415,7 +2300,14 @@ void node_stop(struct node *n, void (*cb)(void *arg), void *arg)
     while (n->waiters.next != &n->waiters) {
         waiter_finish(n->waiters.next, IKD_ESHUTDOWN, 0);
     }
-    n->open_handles = 2;
+    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+        if (n->senders[i] != NULL) {
+            sender_stop(n, n->senders[i], false);
+        }
+    }
+    recv_discard(n);
+    n->open_handles = 3;
+    uv_close((uv_handle_t *)&n->stall_timer, handle_closed_cb);
     uv_close((uv_handle_t *)&n->tick_timer, handle_closed_cb);
     uv_close((uv_handle_t *)&n->retry_timer, handle_closed_cb);
     net_transport_stop(n->transport, transport_stopped_cb, n);
@@ -1434,6 +2326,7 @@ void node_get_info(struct node *n, struct node_info *out)
     out->commit = raft_commit(n->raft);
     out->applied = n->applied;
     out->leader = n->leader;
+    out->snapshot = n->snap_index;
 }
 
 const struct node_config *node_get_config(struct node *n)
@@ -1468,6 +2361,19 @@ static void metrics_state(struct node *n, struct ikd_buf *b)
     ikd_metric_family(b, "ikada_last_log_index", "gauge",
                       "Index of the last entry in the log.");
     ikd_metric_u64(b, "ikada_last_log_index", "", raft_last_index(n->raft));
+    ikd_metric_family(b, "ikada_first_log_index", "gauge",
+                      "Index of the first entry kept after compaction.");
+    ikd_metric_u64(b, "ikada_first_log_index", "", raft_first_index(n->raft));
+    ikd_metric_family(b, "ikada_snapshot_index", "gauge",
+                      "Latest snapshot point: compaction or install.");
+    ikd_metric_u64(b, "ikada_snapshot_index", "", n->snap_index);
+    ikd_metric_family(b, "ikada_loop_stall_max_seconds", "gauge",
+                      "Longest delay of the event loop since start.");
+    ikd_buf_printf(b, "ikada_loop_stall_max_seconds %.6f\n",
+                   (double)n->stats.stall_max_ns / 1e9);
+    ikd_metric_family(b, "ikada_loop_stall_seconds", "histogram",
+                      "How late a 10 ms timer of the event loop fired.");
+    ikd_metric_hist(b, "ikada_loop_stall_seconds", &n->stats.loop_stall);
 }
 
 /* Replication of each follower, as the leader sees it. */
@@ -1551,6 +2457,20 @@ static void metrics_storage(struct node *n, struct ikd_buf *b)
     metrics_counter(b, "ikada_entries_applied_total",
                     "Log entries applied to the state machine.",
                     st->entries_applied);
+    metrics_counter(b, "ikada_compactions_total",
+                    "Times the log was compacted behind a snapshot point.",
+                    n->stats.compactions);
+    metrics_counter(b, "ikada_snapshots_created_total",
+                    "Snapshot files made to send to followers.",
+                    n->stats.snapshots_created);
+    metrics_counter(b, "ikada_snapshots_sent_total",
+                    "Snapshot transfers started to followers.",
+                    n->stats.snapshots_sent);
+    metrics_counter(b, "ikada_snapshots_failed_total",
+                    "Snapshot transfers given up.", n->stats.snapshots_failed);
+    metrics_counter(b, "ikada_snapshots_installed_total",
+                    "Snapshots received and installed.",
+                    n->stats.snapshots_installed);
     metrics_counter(b, "ikada_elections_total",
                     "Times this node became a candidate.", st->elections);
     metrics_counter(b, "ikada_leader_changes_total",

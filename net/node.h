@@ -26,6 +26,11 @@ struct node_config
     uint64_t max_value_bytes;
     /* How long a proposal or read may wait for its outcome. */
     unsigned request_timeout_ms;
+    /* Compact the log once this many entries were applied since the last
+     * snapshot point, keeping the latest snapshot_trailing of them for
+     * followers that are a little behind (Raft 7). */
+    uint64_t snapshot_threshold;
+    uint64_t snapshot_trailing;
 };
 
 struct node;
@@ -73,7 +78,8 @@ struct node_info
     raft_term_t term;
     raft_index_t commit;
     raft_index_t applied;
-    raft_id_t leader; /* 0 when none is known */
+    raft_id_t leader;      /* 0 when none is known */
+    raft_index_t snapshot; /* latest snapshot point, 0 before the first */
 };
 
 void node_get_info(struct node *n, struct node_info *out);

@@ -23,6 +23,8 @@
 
 #define EXIT_USAGE 2
 #define DEFAULT_REQUEST_TIMEOUT_MS 5000
+#define DEFAULT_SNAPSHOT_THRESHOLD 10000
+#define DEFAULT_SNAPSHOT_TRAILING 2000
 
 static const char usage_text[] =
     "usage: ikada-server --id N --cluster 1=HOST:PORT,2=HOST:PORT,...\n"
@@ -31,6 +33,7 @@ static const char usage_text[] =
     "                    [--max-value-bytes N]\n"
     "                    [--mount-reads linearizable|local]\n"
     "                    [--metrics-addr HOST:PORT]\n"
+    "                    [--snapshot-threshold N] [--snapshot-trailing N]\n"
     "\n"
     "Runs node N of an Ikada cluster.  It serves peers and clients on its\n"
     "own address in --cluster, keeps all durable state in --data, and\n"
@@ -48,6 +51,10 @@ static const char usage_text[] =
     "                           and may return stale data\n"
     "  --metrics-addr HOST:PORT serve Prometheus metrics over HTTP at\n"
     "                           http://HOST:PORT/metrics\n"
+    "  --snapshot-threshold N   compact the log after N applied entries\n"
+    "                           (default 10000)\n"
+    "  --snapshot-trailing N    entries kept behind the snapshot point for\n"
+    "                           followers a little behind (default 2000)\n"
     "  --help                   this text\n"
     "\n"
     "IKADA_LOG sets the log level: error, warn, info (default), debug,\n"
@@ -188,6 +195,8 @@ enum {
     OPT_MAX_VALUE,
     OPT_MOUNT_READS,
     OPT_METRICS_ADDR,
+    OPT_SNAP_THRESHOLD,
+    OPT_SNAP_TRAILING,
     OPT_HELP,
 };
 
@@ -201,6 +210,8 @@ static const struct option long_options[] = {
     {"max-value-bytes", required_argument, NULL, OPT_MAX_VALUE},
     {"mount-reads", required_argument, NULL, OPT_MOUNT_READS},
     {"metrics-addr", required_argument, NULL, OPT_METRICS_ADDR},
+    {"snapshot-threshold", required_argument, NULL, OPT_SNAP_THRESHOLD},
+    {"snapshot-trailing", required_argument, NULL, OPT_SNAP_TRAILING},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -245,6 +256,14 @@ static void apply_option(struct server *s,
         case OPT_METRICS_ADDR:
             s->metrics_arg = arg;
             break;
+        case OPT_SNAP_THRESHOLD:
+            s->cfg.snapshot_threshold =
+                parse_number("--snapshot-threshold", arg, 1, UINT32_MAX);
+            break;
+        case OPT_SNAP_TRAILING:
+            s->cfg.snapshot_trailing =
+                parse_number("--snapshot-trailing", arg, 0, UINT32_MAX);
+            break;
         case OPT_HELP:
             fputs(usage_text, stdout);
             exit(0);
@@ -260,6 +279,8 @@ static void parse_args(struct server *s, int argc, char **argv)
     s->cfg.heartbeat_ms = 100;
     s->cfg.max_value_bytes = IKD_DEFAULT_MAX_VALUE_BYTES;
     s->cfg.request_timeout_ms = DEFAULT_REQUEST_TIMEOUT_MS;
+    s->cfg.snapshot_threshold = DEFAULT_SNAPSHOT_THRESHOLD;
+    s->cfg.snapshot_trailing = DEFAULT_SNAPSHOT_TRAILING;
 
     opterr = 0;
     int opt;
@@ -396,10 +417,13 @@ static void log_start(const struct server *s)
     const struct net_peer *self = self_peer(&s->cfg);
     IKD_INFO("server",
              "starting id=%u addr=%s:%u nodes=%zu data=%s mount=%s "
-             "election_timeout_ms=%u heartbeat_ms=%u max_value_bytes=%llu",
+             "election_timeout_ms=%u heartbeat_ms=%u max_value_bytes=%llu "
+             "snapshot_threshold=%llu snapshot_trailing=%llu",
              s->cfg.id, self->host, self->port, s->cfg.n_peers, s->cfg.data_dir,
              s->mount_dir ? s->mount_dir : "-", s->cfg.election_timeout_ms,
-             s->cfg.heartbeat_ms, (unsigned long long)s->cfg.max_value_bytes);
+             s->cfg.heartbeat_ms, (unsigned long long)s->cfg.max_value_bytes,
+             (unsigned long long)s->cfg.snapshot_threshold,
+             (unsigned long long)s->cfg.snapshot_trailing);
 }
 
 static void metrics_render_cb(void *arg, struct ikd_buf *out)
