@@ -64,9 +64,15 @@ int ikd_to_errno(int rv);
  * size is always accepted when nothing is pending. */
 #define IKD_MAX_UNCOMMITTED_ENTRIES 8192
 #define IKD_MAX_UNCOMMITTED_BYTES (64u << 20)
-/* 2: votes carry a transfer flag; pre-vote and timeout-now messages. */
-#define IKD_PROTOCOL_VERSION 2
+/* A snapshot travels in chunks of at most this many bytes, one chunk in
+ * flight per follower. */
+#define IKD_SNAP_CHUNK_BYTES (1u << 20)
+/* 2: votes carry a transfer flag; pre-vote and timeout-now messages.
+ * 3: snapshot chunks and their acknowledgements. */
+#define IKD_PROTOCOL_VERSION 3
 
+_Static_assert(IKD_SNAP_CHUNK_BYTES + 4096 <= IKD_MAX_FRAME_BYTES,
+               "a snapshot chunk fits a frame");
 _Static_assert(IKD_DEFAULT_MAX_VALUE_BYTES <= IKD_MAX_VALUE_BYTES_LIMIT,
                "the default value limit must be allowed");
 _Static_assert(IKD_MAX_APPEND_BYTES < IKD_MAX_FRAME_BYTES,
