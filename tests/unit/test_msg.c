@@ -254,6 +254,7 @@ static void test_client_resp_round_trip(void **state)
     m.resp.term = 5;
     m.resp.commit = 20;
     m.resp.applied = 19;
+    m.resp.snapshot = 17;
     assert_int_equal(round_trip(&m, &d, &frame), 0);
     assert_int_equal(d.resp.req_id, 7);
     assert_int_equal(d.resp.status, -2);
@@ -268,6 +269,90 @@ static void test_client_resp_round_trip(void **state)
     assert_int_equal(d.resp.term, 5);
     assert_int_equal(d.resp.commit, 20);
     assert_int_equal(d.resp.applied, 19);
+    assert_int_equal(d.resp.snapshot, 17);
+    free(frame);
+}
+
+static const struct net_snap_id snap_id = {
+    .term = 9,
+    .index = 50000,
+    .snap_term = 8,
+    .size_bytes = 3u << 20,
+    .crc = 0xdeadbeef,
+};
+
+static void assert_snap_id(const struct net_snap_id *id)
+{
+    assert_int_equal(id->term, 9);
+    assert_int_equal(id->index, 50000);
+    assert_int_equal(id->snap_term, 8);
+    assert_int_equal(id->size_bytes, 3u << 20);
+    assert_int_equal(id->crc, 0xdeadbeef);
+}
+
+static void test_snap_chunk_and_ack_round_trip(void **state)
+{
+    struct net_msg m = {.kind = NET_SNAP_CHUNK};
+    struct net_msg d;
+    uint8_t *frame;
+
+    (void)state;
+    m.snap_chunk.id = snap_id;
+    m.snap_chunk.offset = 1u << 20;
+    m.snap_chunk.crc = 0x1234;
+    m.snap_chunk.data = (const uint8_t *)"chunk";
+    m.snap_chunk.len = 5;
+    assert_int_equal(round_trip(&m, &d, &frame), 0);
+    assert_int_equal(d.kind, NET_SNAP_CHUNK);
+    assert_snap_id(&d.snap_chunk.id);
+    assert_int_equal(d.snap_chunk.offset, 1u << 20);
+    assert_int_equal(d.snap_chunk.crc, 0x1234);
+    assert_int_equal(d.snap_chunk.len, 5);
+    assert_memory_equal(d.snap_chunk.data, "chunk", 5);
+    free(frame);
+
+    m = (struct net_msg){.kind = NET_SNAP_ACK};
+    m.snap_ack.id = snap_id;
+    m.snap_ack.next_offset = 3u << 20;
+    m.snap_ack.status = -5;
+    assert_int_equal(round_trip(&m, &d, &frame), 0);
+    assert_int_equal(d.kind, NET_SNAP_ACK);
+    assert_snap_id(&d.snap_ack.id);
+    assert_int_equal(d.snap_ack.next_offset, 3u << 20);
+    assert_int_equal(d.snap_ack.status, -5);
+    free(frame);
+}
+
+/* A chunk past the end of its file, an acknowledgement beyond it, and a
+ * snapshot term above the leader's term do not decode. */
+static void test_snap_messages_out_of_bounds_are_malformed(void **state)
+{
+    struct net_msg m = {.kind = NET_SNAP_CHUNK};
+    struct net_msg d;
+    uint8_t *frame;
+
+    (void)state;
+    m.snap_chunk.id = snap_id;
+    m.snap_chunk.offset = (3u << 20) - 2;
+    m.snap_chunk.data = (const uint8_t *)"abc";
+    m.snap_chunk.len = 3;
+    assert_int_equal(round_trip(&m, &d, &frame), IKD_EMALFORMED);
+    free(frame);
+
+    m = (struct net_msg){.kind = NET_SNAP_ACK};
+    m.snap_ack.id = snap_id;
+    m.snap_ack.next_offset = (3u << 20) + 1;
+    assert_int_equal(round_trip(&m, &d, &frame), IKD_EMALFORMED);
+    free(frame);
+
+    m.snap_ack.next_offset = 0;
+    m.snap_ack.id.snap_term = 10;
+    assert_int_equal(round_trip(&m, &d, &frame), IKD_EMALFORMED);
+    free(frame);
+
+    m.snap_ack.id.snap_term = 8;
+    m.snap_ack.id.index = 0;
+    assert_int_equal(round_trip(&m, &d, &frame), IKD_EMALFORMED);
     free(frame);
 }
 
@@ -595,6 +680,8 @@ int main(void)
         cmocka_unit_test(test_forward_and_read_index_round_trip),
         cmocka_unit_test(test_client_req_round_trip),
         cmocka_unit_test(test_client_resp_round_trip),
+        cmocka_unit_test(test_snap_chunk_and_ack_round_trip),
+        cmocka_unit_test(test_snap_messages_out_of_bounds_are_malformed),
         cmocka_unit_test(test_truncated_frames_are_malformed),
         cmocka_unit_test(test_trailing_bytes_are_malformed),
         cmocka_unit_test(test_wrong_types_are_malformed),
