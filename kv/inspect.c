@@ -27,6 +27,8 @@ struct inspect
     int64_t term;    /* meta 'term' */
     int64_t applied; /* meta 'applied' */
     int64_t next_ino;
+    int64_t log_start;  /* meta 'log_start': 1 until compaction */
+    int64_t snap_index; /* meta 'snap_index': 0 before a snapshot */
 };
 
 static void fail(struct inspect *in, const char *fmt, ...)
@@ -173,6 +175,10 @@ static void inspect_meta(struct inspect *in)
             in->applied = value;
         } else if (strcmp(key, "next_ino") == 0) {
             in->next_ino = value;
+        } else if (strcmp(key, "log_start") == 0) {
+            in->log_start = value;
+        } else if (strcmp(key, "snap_index") == 0) {
+            in->snap_index = value;
         }
     }
     sqlite3_finalize(st);
@@ -289,6 +295,17 @@ static void inspect_log(struct inspect *in, size_t max_entries)
         pass(in, "every command decodes");
     } else {
         fail(in, "%" PRId64 " commands do not decode", w.undecodable);
+    }
+    fprintf(in->out, "snapshot: index=%" PRId64 ", log kept from %" PRId64 "\n",
+            in->snap_index, in->log_start);
+    if ((w.count == 0 || w.first == in->log_start) &&
+        in->applied + 1 >= in->log_start) {
+        pass(in, "the log starts where compaction left it, all applied");
+    } else {
+        fail(in,
+             "log starts at %" PRId64 ", compaction left %" PRId64
+             ", applied %" PRId64,
+             w.first, in->log_start, in->applied);
     }
     /* Entries up to the applied index may have been compacted away, but
      * the applied index never passes the end of the log. */
@@ -425,7 +442,7 @@ int kv_inspect(const char *dir,
                FILE *out,
                const char **why)
 {
-    struct inspect in = {.out = out, .term = -1, .applied = -1};
+    struct inspect in = {.out = out, .term = -1, .applied = -1, .log_start = 1};
     int rv;
 
     rv = inspect_open(dir, &in.db, why);
