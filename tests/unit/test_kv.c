@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,10 +17,12 @@
 
 #include <cmocka.h>
 #include <msgpack.h>
+#include <zlib.h>
 
 #include "../../kv/cmd.h"
 #include "../../kv/reader.h"
 #include "../../kv/sm.h"
+#include "../../kv/snapshot.h"
 #include "../../kv/store.h"
 #include "../../raft/ikd.h"
 
@@ -55,36 +58,57 @@ static void tmp_remove(char *dir)
 
 static const struct kv_sm fsm = {&kv_fsm_ops, NULL};
 
-/* A store, a reader on it, and the index and clock of the next command. */
+/* A store, a reader on it, the last index, and the term and clock of the
+ * next command. */
 struct fx
 {
     char *dir;
     struct kv_store *s;
     struct kv_reader *r;
     raft_index_t last;
+    raft_term_t term;
     int64_t clock;
 };
 
-static int fx_setup(void **state)
+/* A new store in a folder of its own. */
+static struct fx *fx_new(void)
 {
     struct fx *f = calloc(1, sizeof(*f));
 
     assert_non_null(f);
     f->dir = tmp_dir();
+    f->term = 1;
     assert_int_equal(kv_store_open(f->dir, 1, &fsm, &f->s), 0);
     assert_int_equal(kv_reader_open(f->dir, &f->r), 0);
-    *state = f;
+    return f;
+}
+
+static void fx_free(struct fx *f)
+{
+    kv_reader_close(f->r);
+    kv_store_close(f->s);
+    tmp_remove(f->dir);
+    free(f);
+}
+
+/* Close the store and open it again, as a restarted node does. */
+static void fx_reopen(struct fx *f)
+{
+    kv_reader_close(f->r);
+    kv_store_close(f->s);
+    assert_int_equal(kv_store_open(f->dir, 1, &fsm, &f->s), 0);
+    assert_int_equal(kv_reader_open(f->dir, &f->r), 0);
+}
+
+static int fx_setup(void **state)
+{
+    *state = fx_new();
     return 0;
 }
 
 static int fx_teardown(void **state)
 {
-    struct fx *f = *state;
-
-    kv_reader_close(f->r);
-    kv_store_close(f->s);
-    tmp_remove(f->dir);
-    free(f);
+    fx_free(*state);
     return 0;
 }
 
@@ -99,16 +123,24 @@ static struct kv_cmd cmd_new(struct fx *f, uint8_t op)
     return c;
 }
 
-/* Append c to the log and apply it in one batch; returns its result. */
-static struct kv_sm_result run(struct fx *f, const struct kv_cmd *c)
+/* Append c to the log and apply it in one batch, its result in *res.
+ * Returns what kv_store_write() does, without failing the test: for code
+ * that must release another thread first. */
+static int run_try(struct fx *f,
+                   const struct kv_cmd *c,
+                   struct kv_sm_result *res)
 {
-    struct kv_sm_result res = {.status = 1};
-    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_COMMAND};
+    struct raft_entry e = {.term = f->term, .type = RAFT_ENTRY_COMMAND};
     struct kv_batch b = {0};
     uint8_t *buf;
     size_t len;
+    int rv;
 
-    assert_int_equal(kv_cmd_encode(c, &buf, &len), 0);
+    res->status = 1;
+    rv = kv_cmd_encode(c, &buf, &len);
+    if (rv != 0) {
+        return rv;
+    }
     e.len = (uint32_t)len;
     e.data = buf;
     b.log_from = f->last + 1;
@@ -117,10 +149,21 @@ static struct kv_sm_result run(struct fx *f, const struct kv_cmd *c)
     b.apply_from = f->last + 1;
     b.apply = &e;
     b.n_apply = 1;
-    b.results = &res;
-    assert_int_equal(kv_store_write(f->s, &b), 0);
-    f->last++;
+    b.results = res;
+    rv = kv_store_write(f->s, &b);
+    if (rv == 0) {
+        f->last++;
+    }
     free(buf);
+    return rv;
+}
+
+/* run_try() that must succeed; returns the command's result. */
+static struct kv_sm_result run(struct fx *f, const struct kv_cmd *c)
+{
+    struct kv_sm_result res;
+
+    assert_int_equal(run_try(f, c, &res), 0);
     return res;
 }
 
@@ -1315,7 +1358,7 @@ static void run_batch(struct fx *f, const struct kv_cmd *cmds, size_t n)
         size_t len;
 
         assert_int_equal(kv_cmd_encode(&cmds[i], &buf, &len), 0);
-        e[i].term = 1;
+        e[i].term = f->term;
         e[i].type = RAFT_ENTRY_COMMAND;
         e[i].len = (uint32_t)len;
         e[i].data = buf;
@@ -1567,6 +1610,764 @@ static void test_fsm_large_file_in_chunks(void **state)
     free(v);
 }
 
+/* Compaction and snapshots (Raft 7) ---------------------------------- */
+
+static void load(struct fx *f, struct kv_state *st)
+{
+    assert_int_equal(kv_store_load(f->s, st), 0);
+}
+
+/* Compact the log up to entry to (of term to_term) and record the
+ * snapshot point snap_index, snap_term. */
+static void compact(struct fx *f,
+                    raft_index_t to,
+                    raft_term_t to_term,
+                    raft_index_t snap_index,
+                    raft_term_t snap_term)
+{
+    struct kv_batch b = {.compact_to = to,
+                         .compact_term = to_term,
+                         .snap_index = snap_index,
+                         .snap_term = snap_term};
+
+    assert_int_equal(kv_store_write(f->s, &b), 0);
+}
+
+/* Entry e carries, at term, a put of key. */
+static void assert_put_entry(const struct raft_entry *e,
+                             raft_term_t term,
+                             const char *key)
+{
+    struct kv_cmd c;
+
+    assert_int_equal(e->term, term);
+    assert_int_equal(e->type, RAFT_ENTRY_COMMAND);
+    assert_int_equal(kv_cmd_decode(e->data, e->len, &c), 0);
+    assert_int_equal(c.op, KV_OP_PUT);
+    assert_int_equal(c.path_len, strlen(key));
+    assert_memory_equal(c.path, key, c.path_len);
+}
+
+/* Puts k1..kn, entry i at the term terms[i - 1]. */
+static void put_terms(struct fx *f, const raft_term_t *terms, int n)
+{
+    char key[16];
+
+    for (int i = 1; i <= n; i++) {
+        f->term = terms[i - 1];
+        snprintf(key, sizeof(key), "k%d", i);
+        assert_int_equal(put(f, key, key).status, 0);
+    }
+}
+
+static void test_store_compact_drops_applied_prefix(void **state)
+{
+    static const raft_term_t terms[] = {1, 1, 2, 2, 3, 3};
+    struct fx *f = *state;
+    struct kv_state st;
+
+    put_terms(f, terms, 6);
+    /* Raft 7: the log keeps a few entries behind the snapshot point (5)
+     * for followers only a little behind; prev_term is that of entry 4,
+     * the last one compacted. */
+    compact(f, 4, 2, 5, 3);
+    for (int pass = 0; pass < 2; pass++) {
+        load(f, &st);
+        assert_int_equal(st.applied, 6);
+        assert_int_equal(st.first_index, 5);
+        assert_int_equal(st.prev_term, 2);
+        assert_int_equal(st.snap_index, 5);
+        assert_int_equal(st.snap_term, 3);
+        assert_int_equal(st.n_entries, 2);
+        assert_put_entry(&st.entries[0], 3, "k5");
+        assert_put_entry(&st.entries[1], 3, "k6");
+        kv_state_free(&st);
+        fx_reopen(f); /* the second pass reads it back from disk */
+    }
+
+    /* The state is untouched and the log goes on after its last entry. */
+    assert_value(f, "k1", "k1");
+    assert_value(f, "k6", "k6");
+    assert_int_equal(put(f, "k7", "k7").status, 0);
+    load(f, &st);
+    assert_int_equal(st.applied, 7);
+    assert_int_equal(st.first_index, 5);
+    assert_int_equal(st.n_entries, 3);
+    assert_put_entry(&st.entries[2], 3, "k7");
+    kv_state_free(&st);
+}
+
+static void test_store_compact_whole_log_loads_empty(void **state)
+{
+    static const raft_term_t terms[] = {1, 2, 2, 3};
+    struct fx *f = *state;
+    struct kv_state st;
+
+    put_terms(f, terms, 3);
+    compact(f, 3, 2, 3, 2);
+    for (int pass = 0; pass < 2; pass++) {
+        load(f, &st);
+        assert_int_equal(st.applied, 3);
+        assert_int_equal(st.n_entries, 0);
+        assert_int_equal(st.first_index, 4);
+        assert_int_equal(st.prev_term, 2);
+        assert_int_equal(st.snap_index, 3);
+        assert_int_equal(st.snap_term, 2);
+        kv_state_free(&st);
+        fx_reopen(f);
+    }
+
+    /* The next entry is index 4, and a second compaction moves on. */
+    f->term = 3;
+    assert_int_equal(put(f, "k4", "k4").status, 0);
+    load(f, &st);
+    assert_int_equal(st.first_index, 4);
+    assert_int_equal(st.n_entries, 1);
+    assert_put_entry(&st.entries[0], 3, "k4");
+    kv_state_free(&st);
+    compact(f, 4, 3, 4, 3);
+    fx_reopen(f);
+    load(f, &st);
+    assert_int_equal(st.first_index, 5);
+    assert_int_equal(st.prev_term, 3);
+    assert_int_equal(st.n_entries, 0);
+    kv_state_free(&st);
+    assert_value(f, "k3", "k3");
+}
+
+/* One line a row of each query on DIR/ikada.db, every value as its type
+ * and bytes in hex: equal text means equal rows. */
+static char *db_dump(const char *dir, const char *const *sql, size_t n)
+{
+    char *path = db_path(dir);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&out, &len);
+    sqlite3 *db;
+
+    assert_non_null(fp);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_stmt *st;
+        int rc;
+
+        assert_int_equal(sqlite3_prepare_v2(db, sql[i], -1, &st, NULL),
+                         SQLITE_OK);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            for (int c = 0; c < sqlite3_column_count(st); c++) {
+                int type = sqlite3_column_type(st, c);
+                const uint8_t *p = sqlite3_column_blob(st, c);
+                int bytes = sqlite3_column_bytes(st, c);
+
+                fprintf(fp, " %d:", type);
+                for (int k = 0; k < bytes; k++) {
+                    fprintf(fp, "%02x", p[k]);
+                }
+            }
+            fputc('\n', fp);
+        }
+        assert_int_equal(rc, SQLITE_DONE);
+        sqlite3_finalize(st);
+        fprintf(fp, "-- %s\n", sql[i]);
+    }
+    sqlite3_close(db);
+    fclose(fp);
+    free(path);
+    return out;
+}
+
+/* The state machine's state: what a snapshot carries. */
+static char *fsm_dump(const char *dir)
+{
+    static const char *const sql[] = {
+        "SELECT * FROM inode ORDER BY ino",
+        "SELECT * FROM content ORDER BY ino",
+        "SELECT * FROM session ORDER BY id",
+        "SELECT * FROM meta WHERE key IN ('next_ino', 'clock_ns') "
+        "ORDER BY key",
+    };
+
+    return db_dump(dir, sql, sizeof(sql) / sizeof(sql[0]));
+}
+
+/* Everything durable: schema, state machine, raft meta and log. */
+static char *store_dump(const char *dir)
+{
+    static const char *const sql[] = {
+        "SELECT type, name, sql FROM sqlite_master ORDER BY name",
+        "SELECT * FROM inode ORDER BY ino",
+        "SELECT * FROM content ORDER BY ino",
+        "SELECT * FROM session ORDER BY id",
+        "SELECT * FROM meta ORDER BY key",
+        "SELECT * FROM log ORDER BY idx",
+    };
+
+    return db_dump(dir, sql, sizeof(sql) / sizeof(sql[0]));
+}
+
+/* Equal dumps, or a failure that shows where they first differ. */
+static void assert_same_rows(const char *got, const char *want)
+{
+    size_t i = 0;
+    size_t row = 0;
+
+    while (got[i] != '\0' && got[i] == want[i]) {
+        row = got[i] == '\n' ? i + 1 : row;
+        i++;
+    }
+    if (got[i] != want[i]) {
+        print_error("rows differ:\n got: %.160s\nwant: %.160s\n", got + row,
+                    want + row);
+        fail();
+    }
+}
+
+/* Folders, files with a hole and a large body, and a session, one command
+ * at a time over two terms.  Returns the file the session appended to. */
+static uint64_t fill_tree(struct fx *f)
+{
+    uint8_t big[40000];
+    uint64_t d;
+    uint64_t ino;
+    uint64_t big_ino;
+
+    assert_int_equal(put(f, "a/b/c", "hello").status, 0);
+    d = entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "d", 0700, 0).value;
+    ino = entry_op(f, KV_OP_CREATE, d, "f", 0640, 0).value;
+    assert_int_equal(wr(f, ino, 4, "tail", 4).status, 0);
+    assert_int_equal(in_session(f, append_cmd(f, ino, "+"), 7, 1).value, 9);
+    f->term = 2;
+    for (size_t i = 0; i < sizeof(big); i++) {
+        big[i] = (uint8_t)(i * 7);
+    }
+    big_ino = entry_op(f, KV_OP_CREATE, KV_ROOT_INO, "big", 0644, 0).value;
+    assert_int_equal(wr(f, big_ino, 0, big, sizeof(big)).status, 0);
+    assert_int_equal(entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "e", 0755, 0).status,
+                     0);
+    return ino;
+}
+
+static char *file_in(const char *dir, const char *name)
+{
+    char *p;
+
+    assert_true(asprintf(&p, "%s/%s", dir, name) > 0);
+    return p;
+}
+
+/* kv_snapshot_check() on the file at path, attached to a connection of
+ * its own. */
+static int snapshot_check_file(const char *path,
+                               raft_index_t index,
+                               raft_term_t term)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int rv;
+
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "ATTACH ?1 AS s", -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, path, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    rv = kv_snapshot_check(db, "s", index, term);
+    sqlite3_close(db);
+    return rv;
+}
+
+/* Install the snapshot at path as index and term, in a batch that also
+ * moves the node to that term and, when c is not NULL, appends c at the
+ * next index (at f->term) and applies it into *res.  Returns what
+ * kv_store_write() does. */
+static int install(struct fx *f,
+                   const char *path,
+                   raft_index_t index,
+                   raft_term_t term,
+                   const struct kv_cmd *c,
+                   struct kv_sm_result *res)
+{
+    struct raft_entry e = {.term = f->term, .type = RAFT_ENTRY_COMMAND};
+    struct kv_batch b = {.hard_state = true,
+                         .term = term,
+                         .install_path = path,
+                         .install_index = index,
+                         .install_term = term};
+    uint8_t *buf = NULL;
+    size_t len;
+    int rv;
+
+    if (c != NULL) {
+        assert_int_equal(kv_cmd_encode(c, &buf, &len), 0);
+        e.len = (uint32_t)len;
+        e.data = buf;
+        b.log_from = index + 1;
+        b.entries = &e;
+        b.n_entries = 1;
+        b.apply_from = index + 1;
+        b.apply = &e;
+        b.n_apply = 1;
+        b.results = res;
+    }
+    rv = kv_store_write(f->s, &b);
+    if (rv == 0) {
+        f->last = index + (c != NULL ? 1 : 0);
+    }
+    free(buf);
+    return rv;
+}
+
+static void test_snapshot_create_describes_applied_point(void **state)
+{
+    struct fx *f = *state;
+    char *path = file_in(f->dir, "snap");
+    struct kv_snapshot_info info;
+    struct stat sb;
+    uint64_t size;
+    uint32_t crc;
+    uint8_t *bytes;
+    size_t len;
+
+    fill_tree(f);
+    f->term = 4;
+    assert_int_equal(put(f, "last", "x").status, 0);
+    assert_int_equal(kv_snapshot_create(f->dir, &fsm, path, &info), 0);
+    assert_int_equal(info.index, f->last);
+    assert_int_equal(info.term, 4);
+
+    /* The description names the file's bytes. */
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(info.size_bytes, (uint64_t)sb.st_size);
+    assert_int_equal(kv_file_crc(path, &size, &crc), 0);
+    assert_int_equal(size, info.size_bytes);
+    assert_int_equal(crc, info.crc);
+    bytes = slurp(path, &len);
+    assert_int_equal(crc32(0L, bytes, (uInt)len), info.crc);
+    free(bytes);
+
+    assert_int_equal(snapshot_check_file(path, info.index, info.term), 0);
+    assert_int_equal(snapshot_check_file(path, info.index + 1, info.term),
+                     IKD_ECORRUPT);
+    assert_int_equal(snapshot_check_file(path, info.index, info.term - 1),
+                     IKD_ECORRUPT);
+    free(path);
+}
+
+static void test_snapshot_create_of_compacted_log_takes_start_term(void **state)
+{
+    static const raft_term_t terms[] = {1, 2, 5};
+    struct fx *f = *state;
+    char *path = file_in(f->dir, "snap");
+    struct kv_snapshot_info info;
+
+    put_terms(f, terms, 3);
+    compact(f, 3, 5, 3, 5);
+    assert_int_equal(kv_snapshot_create(f->dir, &fsm, path, &info), 0);
+    assert_int_equal(info.index, 3);
+    assert_int_equal(info.term, 5);
+    assert_int_equal(snapshot_check_file(path, 3, 5), 0);
+    free(path);
+}
+
+static void test_snapshot_create_refuses_empty_state(void **state)
+{
+    struct fx *f = *state;
+    char *path = file_in(f->dir, "snap");
+    struct kv_snapshot_info info;
+
+    /* Nothing applied yet: no point to describe, and no file left. */
+    assert_int_equal(kv_snapshot_create(f->dir, &fsm, path, &info), -EAGAIN);
+    assert_int_equal(access(path, F_OK), -1);
+    free(path);
+}
+
+static void test_snapshot_install_reproduces_state(void **state)
+{
+    struct fx *a = *state;
+    struct fx *b = fx_new();
+    char *path = file_in(a->dir, "snap");
+    struct kv_snapshot_info info;
+    struct kv_sm_result res_a;
+    struct kv_sm_result res_b;
+    struct kv_state st;
+    struct kv_cmd next;
+    uint8_t buf[16];
+    size_t n;
+    uint64_t ino;
+    char *want;
+    char *got;
+
+    ino = fill_tree(a);
+    assert_int_equal(kv_snapshot_create(a->dir, &fsm, path, &info), 0);
+    assert_int_equal(info.index, a->last);
+
+    /* Both apply the same command right after the snapshot point.  It is
+     * stamped before the log clock, which stays as the snapshot has it. */
+    next = put_cmd(a, "a/after", "snap");
+    next.time_ns -= 5000;
+    res_a = run(a, &next);
+    b->term = a->term;
+    assert_int_equal(install(b, path, info.index, info.term, &next, &res_b), 0);
+    assert_int_equal(res_b.status, res_a.status);
+    assert_int_equal(res_b.value, res_a.value);
+    want = fsm_dump(a->dir);
+    got = fsm_dump(b->dir);
+    assert_same_rows(got, want);
+    free(got);
+
+    for (int pass = 0; pass < 2; pass++) {
+        load(b, &st);
+        assert_int_equal(st.term, info.term);
+        assert_int_equal(st.applied, info.index + 1);
+        assert_int_equal(st.first_index, info.index + 1);
+        assert_int_equal(st.prev_term, info.term);
+        assert_int_equal(st.snap_index, info.index);
+        assert_int_equal(st.snap_term, info.term);
+        assert_int_equal(st.n_entries, 1);
+        assert_put_entry(&st.entries[0], a->term, "a/after");
+        kv_state_free(&st);
+        fx_reopen(b);
+    }
+    assert_value(b, "a/b/c", "hello");
+    assert_value(b, "a/after", "snap");
+    assert_int_equal(kv_reader_read(b->r, ino, 0, sizeof(buf), buf, &n), 0);
+    assert_int_equal(n, 9);
+    assert_memory_equal(buf, "\0\0\0\0tail+", 9);
+
+    /* The sessions came along: a retry is answered, not applied again. */
+    b->clock = a->clock;
+    assert_int_equal(in_session(b, append_cmd(b, ino, "+"), 7, 1).value, 9);
+    assert_int_equal(kv_reader_read(b->r, ino, 0, sizeof(buf), buf, &n), 0);
+    assert_int_equal(n, 9);
+    free(want);
+    free(path);
+    fx_free(b);
+}
+
+static void test_snapshot_install_replaces_whole_log(void **state)
+{
+    struct fx *a = *state;
+    struct fx *b = fx_new();
+    char *path = file_in(a->dir, "snap");
+    struct raft_entry e[12];
+    struct kv_sm_result res[2];
+    struct kv_batch batch = {.log_from = 1,
+                             .entries = e,
+                             .n_entries = 12,
+                             .apply_from = 1,
+                             .apply = e,
+                             .n_apply = 2,
+                             .results = res};
+    struct kv_snapshot_info info;
+    struct kv_state st;
+
+    for (size_t i = 0; i < 12; i++) {
+        e[i] = (struct raft_entry){.term = 1, .type = RAFT_ENTRY_NOOP};
+    }
+    assert_int_equal(kv_store_write(b->s, &batch), 0);
+    fill_tree(a);
+    assert_int_equal(kv_snapshot_create(a->dir, &fsm, path, &info), 0);
+    assert_true(info.index > 2 && info.index < 12);
+
+    /* Entries past the snapshot point go too: the leader sends them. */
+    assert_int_equal(install(b, path, info.index, info.term, NULL, NULL), 0);
+    load(b, &st);
+    assert_int_equal(st.applied, info.index);
+    assert_int_equal(st.first_index, info.index + 1);
+    assert_int_equal(st.prev_term, info.term);
+    assert_int_equal(st.n_entries, 0);
+    kv_state_free(&st);
+
+    b->term = info.term;
+    assert_int_equal(put(b, "k", "v").status, 0);
+    fx_reopen(b);
+    load(b, &st);
+    assert_int_equal(st.applied, info.index + 1);
+    assert_int_equal(st.first_index, info.index + 1);
+    assert_int_equal(st.n_entries, 1);
+    kv_state_free(&st);
+    assert_value(b, "k", "v");
+    assert_value(b, "a/b/c", "hello");
+    free(path);
+    fx_free(b);
+}
+
+/* Installs of files that are not the snapshot they name: the snapshot at
+ * another index or term, noise, half of it, an empty file, a store's own
+ * database, no file at all; and the code each returns (0: any negative
+ * one). */
+enum { FILE_SNAP, FILE_JUNK, FILE_CUT, FILE_EMPTY, FILE_STORE, FILE_MISSING };
+static const struct
+{
+    int file;
+    int index_delta;
+    int term_delta;
+    int want;
+} bad_installs[] = {
+    {FILE_SNAP, 1, 0, IKD_ECORRUPT},  {FILE_SNAP, -1, 0, IKD_ECORRUPT},
+    {FILE_SNAP, 0, 1, IKD_ECORRUPT},  {FILE_SNAP, 0, -1, IKD_ECORRUPT},
+    {FILE_JUNK, 0, 0, IKD_ECORRUPT},  {FILE_CUT, 0, 0, IKD_ECORRUPT},
+    {FILE_EMPTY, 0, 0, IKD_ECORRUPT}, {FILE_STORE, 0, 0, IKD_ECORRUPT},
+    {FILE_MISSING, 0, 0, 0},
+};
+
+static void test_snapshot_install_refuses_bad_file(void **state)
+{
+    struct fx *a = *state;
+    struct fx *b = fx_new();
+    char *paths[] = {
+        file_in(a->dir, "snap"), file_in(b->dir, "junk"),
+        file_in(b->dir, "cut"),  file_in(b->dir, "empty"),
+        db_path(a->dir),         file_in(b->dir, "missing"),
+    };
+    const char *good = paths[FILE_SNAP];
+    struct kv_snapshot_info info;
+    struct kv_sm_result res;
+    struct kv_cmd next;
+    uint8_t noise[8192];
+    unsigned seed = 99;
+    uint8_t *bytes;
+    size_t len;
+    char *before;
+
+    fill_tree(a);
+    assert_int_equal(kv_snapshot_create(a->dir, &fsm, good, &info), 0);
+    assert_int_equal(put(b, "mine", "1").status, 0);
+    assert_int_equal(put(b, "mine2", "2").status, 0);
+    assert_true(info.index > b->last + 1);
+    for (size_t i = 0; i < sizeof(noise); i++) {
+        noise[i] = (uint8_t)rand_r(&seed);
+    }
+    write_file(paths[FILE_JUNK], noise, sizeof(noise));
+    bytes = slurp(good, &len);
+    write_file(paths[FILE_CUT], bytes, len / 2);
+    free(bytes);
+    write_file(paths[FILE_EMPTY], "", 0);
+
+    before = store_dump(b->dir);
+    next = put_cmd(b, "late", "x");
+    for (size_t i = 0; i < sizeof(bad_installs) / sizeof(bad_installs[0]);
+         i++) {
+        raft_index_t index =
+            (raft_index_t)((int64_t)info.index + bad_installs[i].index_delta);
+        raft_term_t term =
+            (raft_term_t)((int64_t)info.term + bad_installs[i].term_delta);
+        int rv =
+            install(b, paths[bad_installs[i].file], index, term, &next, &res);
+        char *after;
+
+        if (bad_installs[i].want != 0) {
+            assert_int_equal(rv, bad_installs[i].want);
+        }
+        assert_true(rv < 0);
+        after = store_dump(b->dir);
+        assert_same_rows(after, before);
+        free(after);
+        assert_int_equal(b->last, 2);
+    }
+    assert_value(b, "mine", "1");
+    assert_absent(b, "late");
+
+    /* The store goes on: the right file at the right point installs. */
+    assert_int_equal(install(b, good, info.index, info.term, &next, &res), 0);
+    assert_int_equal(res.status, 0);
+    assert_absent(b, "mine");
+    assert_value(b, "late", "x");
+    free(before);
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        free(paths[i]);
+    }
+    fx_free(b);
+}
+
+/* A copy of the snapshot at from, without one of its tables. */
+static void snapshot_without(const char *from, const char *to, const char *t)
+{
+    uint8_t *bytes;
+    size_t len;
+    sqlite3 *db;
+    char sql[64];
+
+    bytes = slurp(from, &len);
+    write_file(to, bytes, len);
+    free(bytes);
+    snprintf(sql, sizeof(sql), "DROP TABLE %s", t);
+    assert_int_equal(sqlite3_open(to, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void test_snapshot_install_failing_midway_rolls_back(void **state)
+{
+    /* In the order the state machine restores them: a missing table
+     * fails after the ones before it were already replaced. */
+    static const char *const tables[] = {"inode", "content", "session",
+                                         "fsm_meta"};
+    struct fx *a = *state;
+    struct fx *b = fx_new();
+    char *good = file_in(a->dir, "snap");
+    char *bad = file_in(b->dir, "bad");
+    struct kv_snapshot_info info;
+    struct kv_sm_result res;
+    struct kv_cmd next;
+    char *before;
+
+    fill_tree(a);
+    assert_int_equal(kv_snapshot_create(a->dir, &fsm, good, &info), 0);
+    assert_int_equal(put(b, "mine/x", "1").status, 0);
+    assert_int_equal(in_session(b, put_cmd(b, "s", "v"), 3, 1).status, 0);
+    before = store_dump(b->dir);
+    next = put_cmd(b, "late", "x");
+
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        char *after;
+
+        snapshot_without(good, bad, tables[i]);
+        /* The point is right: the failure is in the restore itself. */
+        assert_int_equal(snapshot_check_file(bad, info.index, info.term), 0);
+        assert_true(install(b, bad, info.index, info.term, &next, &res) < 0);
+        after = store_dump(b->dir);
+        assert_same_rows(after, before);
+        free(after);
+    }
+    assert_value(b, "mine/x", "1");
+    assert_int_equal(install(b, good, info.index, info.term, &next, &res), 0);
+    assert_value(b, "a/b/c", "hello");
+    free(before);
+    free(good);
+    free(bad);
+    fx_free(b);
+}
+
+/* A snapshot operation that stops, once its read of the state has begun,
+ * until the test lets it go on. */
+struct gate
+{
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stage;
+};
+
+static void gate_set(struct gate *g, int stage)
+{
+    pthread_mutex_lock(&g->mu);
+    g->stage = stage;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Wait, at most 10 s, until g reaches stage: whether it did. */
+static bool gate_wait(struct gate *g, int stage)
+{
+    struct timespec deadline;
+    int rc = 0;
+    bool ok;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    pthread_mutex_lock(&g->mu);
+    while (g->stage < stage && rc == 0) {
+        rc = pthread_cond_timedwait(&g->cv, &g->mu, &deadline);
+    }
+    ok = g->stage >= stage;
+    pthread_mutex_unlock(&g->mu);
+    return ok;
+}
+
+static int gated_snapshot(void *ctx, sqlite3 *db, const char *schema)
+{
+    struct gate *g = ctx;
+
+    gate_set(g, 1);
+    if (!gate_wait(g, 2)) {
+        return -ETIMEDOUT;
+    }
+    return kv_fsm_ops.snapshot(NULL, db, schema);
+}
+
+static const struct kv_sm_ops gated_ops = {.snapshot = gated_snapshot};
+
+struct snap_job
+{
+    const char *dir;
+    const char *path;
+    struct kv_sm sm;
+    struct kv_snapshot_info info;
+    int rv;
+};
+
+static void *snap_thread(void *arg)
+{
+    struct snap_job *j = arg;
+
+    j->rv = kv_snapshot_create(j->dir, &j->sm, j->path, &j->info);
+    return NULL;
+}
+
+/* Put key "at" = the index of this very command; 0 or a failure. */
+static int put_index(struct fx *f)
+{
+    struct kv_sm_result res;
+    struct kv_cmd c;
+    char v[24];
+    int rv;
+
+    snprintf(v, sizeof(v), "%llu", (unsigned long long)f->last + 1);
+    c = put_cmd(f, "at", v);
+    rv = run_try(f, &c, &res);
+    return rv != 0 ? rv : res.status;
+}
+
+static void test_snapshot_create_while_store_writes(void **state)
+{
+    struct fx *a = *state;
+    struct fx *b = fx_new();
+    struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    char *path = file_in(a->dir, "snap");
+    struct snap_job job = {.dir = a->dir, .path = path, .sm = {&gated_ops, &g}};
+    struct kv_sm_result res;
+    struct kv_state st;
+    struct kv_cmd c;
+    pthread_t t;
+    bool started;
+    int rv = 0;
+
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(put_index(a), 0);
+    }
+    assert_int_equal(pthread_create(&t, NULL, snap_thread, &job), 0);
+    started = gate_wait(&g, 1);
+
+    /* The snapshot has read its applied index: none of what follows may
+     * be in it.  Nothing fails the test until the thread is joined. */
+    a->term = 2;
+    for (int i = 0; started && rv == 0 && i < 5; i++) {
+        c = put_cmd(a, "late", "x");
+        rv = put_index(a);
+        rv = rv != 0 ? rv : run_try(a, &c, &res);
+    }
+    gate_set(&g, 2);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(started);
+    assert_int_equal(rv, 0);
+    assert_int_equal(a->last, 13);
+    assert_int_equal(job.rv, 0);
+    assert_int_equal(job.info.index, 3);
+    assert_int_equal(job.info.term, 1);
+    assert_int_equal(snapshot_check_file(path, 3, 1), 0);
+
+    /* Restored, it is the state at index 3 exactly. */
+    assert_int_equal(install(b, path, 3, 1, NULL, NULL), 0);
+    load(b, &st);
+    assert_int_equal(st.applied, 3);
+    kv_state_free(&st);
+    assert_value(b, "at", "3");
+    assert_absent(b, "late");
+    free(path);
+    fx_free(b);
+}
+
 /* The reader ---------------------------------------------------------- */
 
 struct names
@@ -1763,6 +2564,16 @@ int main(void)
         FX(test_reader_lookup_get),
         FX(test_reader_list),
         FX(test_reader_sees_writer_commits),
+        FX(test_store_compact_drops_applied_prefix),
+        FX(test_store_compact_whole_log_loads_empty),
+        FX(test_snapshot_create_describes_applied_point),
+        FX(test_snapshot_create_of_compacted_log_takes_start_term),
+        FX(test_snapshot_create_refuses_empty_state),
+        FX(test_snapshot_install_reproduces_state),
+        FX(test_snapshot_install_replaces_whole_log),
+        FX(test_snapshot_install_refuses_bad_file),
+        FX(test_snapshot_install_failing_midway_rolls_back),
+        FX(test_snapshot_create_while_store_writes),
 #undef FX
     };
 
