@@ -1237,23 +1237,25 @@ static int fsm_snapshot(void *ctx, sqlite3 *db, const char *schema)
  * ours: refuse it before anything changes. */
 static int fsm_restore_check(sqlite3 *db, const char *schema)
 {
-    char sql[256];
+    char sql[512];
     sqlite3_stmt *st;
     int rc;
     int ok;
 
     snprintf(sql, sizeof(sql),
-             "SELECT (SELECT count(*) FROM %s.inode WHERE ino = %d AND "
-             "is_dir = 1) + (SELECT count(*) FROM %s.fsm_meta WHERE key = "
-             "'next_ino')",
-             schema, KV_ROOT_INO, schema);
+             "SELECT (SELECT count(*) FROM %s.sqlite_master WHERE type = "
+             "'table' AND name IN ('inode', 'content', 'session', "
+             "'fsm_meta')) + (SELECT count(*) FROM %s.inode WHERE ino = %d "
+             "AND is_dir = 1) + (SELECT count(*) FROM %s.fsm_meta WHERE key "
+             "= 'next_ino')",
+             schema, schema, KV_ROOT_INO, schema);
     rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK) {
         /* A missing table: not a snapshot of this state machine. */
         return IKD_ECORRUPT;
     }
     rc = sqlite3_step(st);
-    ok = rc == SQLITE_ROW && sqlite3_column_int(st, 0) == 2;
+    ok = rc == SQLITE_ROW && sqlite3_column_int(st, 0) == 6;
     sqlite3_finalize(st);
     return ok ? 0 : IKD_ECORRUPT;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sqlite3.h>
 
@@ -673,7 +674,16 @@ static void batch_base(const struct kv_store *s,
 static int attach_snapshot(struct kv_store *s, const char *path)
 {
     sqlite3_stmt *st;
+    struct stat sb;
     int rc;
+
+    /* ATTACH would create a missing file: refuse it first. */
+    if (stat(path, &sb) != 0) {
+        return -errno;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        return IKD_ECORRUPT;
+    }
 
     rc = sqlite3_prepare_v2(s->db, "ATTACH ?1 AS snap", -1, &st, NULL);
     if (rc != SQLITE_OK) {
@@ -732,7 +742,9 @@ int kv_store_write(struct kv_store *s, struct kv_batch *b)
     assert(b->n_apply == 0 ||
            (b->apply_from == base_applied + 1 &&
             b->apply_from + b->n_apply - 1 <= last && b->results != NULL));
-    /* Raft 7: only applied entries are compacted. */
+    /* Raft 7: only applied entries are compacted, never together with an
+     * install, which moves the log start itself. */
+    assert(b->compact_to == 0 || b->install_path == NULL);
     assert(b->compact_to == 0 ||
            (b->compact_to >= s->log_start && b->compact_to <= base_applied &&
             b->snap_index >= b->compact_to));

@@ -513,6 +513,17 @@ static void job_failed(struct node *n, struct job *j)
     /* The transaction rolled back: nothing of the job is durable, and the
      * messages that depend on it must not leave.  Put its work back into
      * the pending batch and try again later: a full disk may get space. */
+    if (j->install_path != NULL &&
+        (j->rv == IKD_ECORRUPT || j->rv == -ENOENT)) {
+        /* The core already took the snapshot's state, and retrying cannot
+         * help.  What is durable is consistent: a restart resumes from it
+         * and fetches a new snapshot. */
+        IKD_ERROR(NODE_MOD,
+                  "snapshot install failed: %s -> exit, to restart from the "
+                  "durable state",
+                  ikd_strerror(j->rv));
+        exit(EXIT_FAILURE);
+    }
     IKD_ERROR(NODE_MOD, "storage write failed: %s -> retry in 1 s",
               ikd_strerror(j->rv));
     if (j->batch.hard_state && !n->pend_hard) {
