@@ -1289,8 +1289,9 @@ static void on_client_req(struct node *n,
 /* An unanswered chunk is sent again after this long. */
 #define SNAP_ACK_TIMEOUT_MS 2000
 /* A follower that has the whole file but has not reported the install
- * after this long is given up, and the core asks again. */
-#define SNAP_INSTALL_TIMEOUT_MS 60000
+ * after this long is given up, and the core asks again: it may have
+ * crashed before the install was durable. */
+#define SNAP_INSTALL_TIMEOUT_MS 20000
 /* A transfer that made no progress for this long is dropped. */
 #define SNAP_IDLE_TIMEOUT_MS 30000
 

@@ -42,8 +42,9 @@ struct raft_progress
     /* Highest read round the follower echoed in this term (Raft 6.4). */
     uint64_t read_acked;
     /* Waiting for a snapshot (Raft 7): entries are not sent, only
-     * heartbeats, until the follower reports the snapshot's index. */
+     * heartbeats, until the follower shows it holds snapshot_index. */
     bool snapshotting;
+    raft_index_t snapshot_index;
     /* Last index of each message with entries in flight, oldest first. */
     raft_index_t inflight[RAFT_MAX_INFLIGHT];
     size_t inflight_head;
@@ -619,7 +620,9 @@ static void request_snapshot(struct raft *r, struct raft_progress *pr)
     }
     m->snapshot.index = r->first_index - 1;
     m->snapshot.term = r->prev_term;
+    enter_probe(pr);
     pr->snapshotting = true;
+    pr->snapshot_index = m->snapshot.index;
     raft_logf(r, IKD_LOG_INFO,
               "follower=%" PRIu32 " needs index=%" PRIu64
               " before the log start=%" PRIu64 " -> send a snapshot",
@@ -681,7 +684,13 @@ static bool peer_wants_send(const struct raft *r,
     if (pr->need_send) {
         return true;
     }
-    if (pr->next > last_index(r) || pr->snapshotting) {
+    if (pr->snapshotting) {
+        return false;
+    }
+    if (pr->next < r->first_index) {
+        return pr->replicate || !pr->probe_sent;
+    }
+    if (pr->next > last_index(r)) {
         return false;
     }
     return pr->replicate ? !inflight_full(pr) : !pr->probe_sent;
@@ -694,7 +703,7 @@ static void flush_peer(struct raft *r, struct raft_progress *pr)
     bool sent = false;
 
     if (pr->next < r->first_index || pr->snapshotting) {
-        if (!pr->snapshotting) {
+        if (!pr->snapshotting && (pr->replicate || !pr->probe_sent)) {
             request_snapshot(r, pr);
         }
         if (pr->need_send) {
@@ -965,10 +974,26 @@ static void on_append_reject(struct raft *r,
     raft_index_t rejected = m->append_resp.index;
     raft_index_t next;
 
-    /* Replies to messages sent before the last back-up are stale; while a
-     * snapshot is on its way, rejected heartbeats are expected. */
-    if (pr->snapshotting || rejected <= pr->match ||
-        (!pr->replicate && rejected != pr->next - 1) || rejected >= pr->next) {
+    /* While a snapshot is on its way, rejected heartbeats are expected;
+     * but a follower whose log reaches the snapshot's index has it (its
+     * success reply may have been lost, and the log start moved on since),
+     * so probe from there. */
+    if (pr->snapshotting) {
+        if (m->append_resp.hint_index < pr->snapshot_index) {
+            return;
+        }
+        raft_logf(r, IKD_LOG_INFO,
+                  "follower=%" PRIu32 " holds index=%" PRIu64
+                  " -> snapshot done, probe",
+                  pr->id, m->append_resp.hint_index);
+        pr->snapshotting = false;
+        pr->next = m->append_resp.hint_index + 1;
+        enter_probe(pr);
+        return;
+    }
+    /* Replies to messages sent before the last back-up are stale. */
+    if (rejected <= pr->match || (!pr->replicate && rejected != pr->next - 1) ||
+        rejected >= pr->next) {
         return;
     }
     next = find_conflict_hint(r, m->append_resp.hint_index,
@@ -1176,7 +1201,10 @@ static void restore_snapshot(struct raft *r,
         free(r->entries[i].data);
     }
     r->n_entries -= drop;
-    memmove(r->entries, r->entries + drop, r->n_entries * sizeof(*r->entries));
+    if (r->n_entries > 0) {
+        memmove(r->entries, r->entries + drop,
+                r->n_entries * sizeof(*r->entries));
+    }
     r->first_index = index + 1;
     r->prev_term = term;
     r->commit = index;
@@ -1860,7 +1888,10 @@ int raft_compact(struct raft *r, raft_index_t index)
         free(r->entries[i].data);
     }
     r->n_entries -= drop;
-    memmove(r->entries, r->entries + drop, r->n_entries * sizeof(*r->entries));
+    if (r->n_entries > 0) {
+        memmove(r->entries, r->entries + drop,
+                r->n_entries * sizeof(*r->entries));
+    }
     r->first_index = index + 1;
     if (r->dirty_from != 0 && r->dirty_from < r->first_index) {
         r->dirty_from = r->first_index;

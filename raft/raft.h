@@ -63,7 +63,11 @@ enum raft_msg_type {
     /* Raft 7.  From the core of a leader: the follower `to` needs entries
      * that the log no longer holds; the caller sends it a snapshot of the
      * state machine at an index of at least snapshot.index, and calls
-     * raft_snapshot_failed() if it cannot.  Into the core of a follower:
+     * raft_snapshot_failed() if it cannot, or if the follower does not
+     * confirm it within a while after it was delivered (the follower may
+     * have crashed before the snapshot was durable).  The core stops
+     * waiting when the follower's log reaches snapshot.index.  Into the
+     * core of a follower:
      * the caller holds a complete, verified snapshot from leader `from`
      * whose last entry is snapshot.index with snapshot.term.  Never on
      * the wire as such: the caller streams the snapshot its own way. */

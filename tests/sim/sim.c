@@ -7,11 +7,31 @@
  * After every event the safety properties of Raft are checked; after the
  * faults heal, a leader must appear and commit within a bounded time.
  *
+ * Each node's state machine is the sequence of entries it applied, kept as
+ * its applied index, the term of that entry and a digest of the entries;
+ * it is durable as soon as an entry is applied.  Nodes compact their logs
+ * (Raft 7) whenever the applied part grows past a threshold and at random
+ * points.  When a leader asks for a snapshot, the simulator streams the
+ * leader's state machine to the follower with a delay, or loses it and
+ * tells the leader; the follower replaces its state and durable log only
+ * when the write of the update that took the snapshot completes.
+ *
+ * The core leaves its wait for a snapshot when the follower answers an
+ * AppendEntries with success, or with a rejection whose hint shows that
+ * its log reaches the snapshot's index.  A follower that crashes before
+ * the snapshot is durable comes back with its old log and looks like one
+ * whose snapshot is still on its way; so, as raft.h asks of a caller, the
+ * leader's side here gives up on a delivered snapshot that was not
+ * confirmed within SIM_SNAPSHOT_CONFIRM_TICKS and calls
+ * raft_snapshot_failed(); --no-snapshot-timeout turns that off and shows
+ * the stall.
+ *
  *   sim                         the default run (named scenarios and
  *                               IKADA_SIM_SCHEDULES or 10000 schedules)
  *   sim --schedules N           N random schedules
  *   sim --seed S                only schedule S (to replay a failure)
  *   sim --verbose               print each schedule's summary
+ *   sim --no-snapshot-timeout   never give up on a delivered snapshot
  *
  * A failure prints the seed and the last events, then exits 1. */
 
@@ -34,13 +54,19 @@
 #define SIM_MAX_TERMS 100000
 #define SIM_MAX_PROPOSALS 4096
 #define SIM_MAX_READS 4096
+#ifndef SIM_TRACE_LINES
 #define SIM_TRACE_LINES 80
+#endif
 #define SIM_TRACE_BYTES 200
 /* After healing, a leader that every node follows must commit a new entry
  * everywhere within this many ticks. */
 #ifndef SIM_LIVENESS_TICKS
 #define SIM_LIVENESS_TICKS 400
 #endif
+
+/* How long a leader's side waits for a delivered snapshot to show up as
+ * the follower's success before it reports the snapshot failed. */
+#define SIM_SNAPSHOT_CONFIRM_TICKS (2 * SIM_ELECTION_TICKS)
 
 _Static_assert(SIM_MAX_NODES <= IKD_MAX_NODES, "the core must fit the sim");
 
@@ -59,6 +85,7 @@ enum fault_kind {
     F_CRASH,
     F_RESTART,
     F_TRANSFER,
+    F_COMPACT,
     F_KINDS
 };
 
@@ -75,6 +102,7 @@ static const char *const fault_names[F_KINDS] = {
     "crashes",
     "restarts",
     "transfers",
+    "random compactions",
 };
 
 static struct
@@ -93,6 +121,20 @@ static struct
     unsigned max_recovery_ticks;
     uint64_t max_recovery_seed;
     uint64_t group_commits;
+    /* Raft 7: snapshots the leaders asked for and streamed, lost on the
+     * way (the leader is told), abandoned because the leader crashed,
+     * stepped into a follower without effect (stale or not ahead of its
+     * commit), made durable, and lost to a crash before they were. */
+    uint64_t snap_sent;
+    uint64_t snap_failed;
+    uint64_t snap_aborted;
+    uint64_t snap_unneeded;
+    uint64_t snap_installed;
+    uint64_t snap_crashed;
+    uint64_t snap_timeouts;
+    uint64_t compactions;
+    uint64_t compacted_entries;
+    uint64_t compact_refused;
 } totals;
 
 /* One message in flight. */
@@ -103,14 +145,41 @@ struct flight
     struct raft_msg m;
 };
 
-/* A write the disk has not finished: hard state, log suffix, and the
- * messages that must wait for it (raft.h, durability rule). */
+/* A state machine, or a snapshot of one: the last applied index, the term
+ * of that entry, and a digest of every applied entry up to it. */
+struct sm_state
+{
+    raft_index_t index;
+    raft_term_t term;
+    uint64_t digest;
+};
+
+/* A snapshot on its way from a leader to a follower or, once delivered,
+ * the leader's wait for the follower to confirm it (watch). */
+struct stream
+{
+    uint64_t due;
+    raft_id_t from;
+    raft_id_t to;
+    unsigned incarnation; /* the leader's, to notice it crashed */
+    raft_term_t term;     /* the leader's term when it asked */
+    uint64_t seq;         /* the leader's count of streams to `to` */
+    bool lost;
+    bool watch;
+    struct sm_state snap;
+};
+
+/* A write the disk has not finished: hard state, an installed snapshot,
+ * log suffix, and the messages that must wait for it (raft.h, durability
+ * rule).  The write is atomic: a crash before it completes loses all. */
 struct write_job
 {
     uint64_t due;
     bool hard;
     raft_term_t term;
     raft_id_t vote;
+    bool has_snap;
+    struct sm_state snap;
     raft_index_t from; /* 0: the log is untouched */
     struct raft_entry *entries;
     size_t n_entries;
@@ -129,15 +198,28 @@ struct sim_node
     /* The log changed since the last Log Matching check. */
     bool log_changed;
 
-    /* The disk: what survives a crash. */
+    /* The disk: what survives a crash.  The log holds d_first and up;
+     * d_prev_term is the term of entry d_first - 1.  The state machine is
+     * written as each entry applies. */
     raft_term_t d_term;
     raft_id_t d_vote;
-    struct raft_entry *d_log; /* index i + 1 */
+    struct raft_entry *d_log; /* index d_first + i */
     size_t d_n;
-    raft_index_t d_applied;
+    raft_index_t d_first;
+    raft_term_t d_prev_term;
+    struct sm_state d_sm;
 
     struct write_job *jobs;
     size_t n_jobs;
+    /* Jobs holding a snapshot the core took but the disk has not: the
+     * core's log no longer has the entries the disk would apply next. */
+    unsigned installs_pending;
+    unsigned installs; /* completed, over every incarnation */
+    /* The snapshot being stepped into the core, for the update that
+     * reports taking it. */
+    const struct sm_state *handed;
+    /* As a leader: streams started to each node. */
+    uint64_t stream_seq[SIM_MAX_NODES + 1];
 
     /* What this incarnation reported, to check it never goes down. */
     raft_index_t seen_commit;
@@ -170,10 +252,20 @@ struct sim
     unsigned dup_pct;
     unsigned max_delay;
 
+    struct stream *streams;
+    size_t n_streams;
+    unsigned snap_loss_pct;
+    /* Crash now and then a follower that took a snapshot before the
+     * snapshot is durable. */
+    bool crash_installs;
+    /* A node compacts once this many applied entries are in its log. */
+    unsigned compact_every;
+
     raft_id_t *leader_of_term;
     struct raft_entry *committed; /* every index any node committed */
     size_t n_committed;
     struct raft_entry *applied; /* every index any node applied */
+    uint64_t *digests;          /* digests[i - 1]: entries 1..i applied */
     size_t n_applied;
     struct proposal *props;
     size_t n_props;
@@ -184,10 +276,17 @@ struct sim
     size_t n_trace;
 };
 
+/* The last index of the durable log (d_first - 1 when it is empty). */
+static raft_index_t d_last(const struct sim_node *sn)
+{
+    return sn->d_first + sn->d_n - 1;
+}
+
 /* ---- Failure and trace -------------------------------------------------- */
 
 static struct sim *current;
 static const char *scenario; /* the named scenario running, if any */
+static bool snapshot_timeout = true;
 
 __attribute__((format(printf, 2, 3))) static void trace(struct sim *s,
                                                         const char *fmt,
@@ -237,15 +336,19 @@ static void fail(const char *file, int line, const char *what)
         }
         fprintf(stderr,
                 "  node %zu: %s term=%" PRIu64 " leader=%" PRIu32
-                " commit=%" PRIu64 " applied=%" PRIu64 " last=%" PRIu64
-                " transfer=%" PRIu32 "\n",
+                " commit=%" PRIu64 " applied=%" PRIu64 " first=%" PRIu64
+                " last=%" PRIu64 " transfer=%" PRIu32 "\n",
                 i + 1, raft_role_name(raft_role(r)), raft_term(r),
                 raft_leader(r), raft_commit(r), raft_applied_index(r),
-                raft_last_index(r), raft_transfer_target(r));
+                raft_first_index(r), raft_last_index(r),
+                raft_transfer_target(r));
         fprintf(stderr,
-                "    durable: last=%zu persisted=%" PRIu64
-                " writes pending=%zu\n",
-                s->nodes[i].d_n, raft_persisted_index(r), s->nodes[i].n_jobs);
+                "    durable: first=%" PRIu64 " last=%" PRIu64
+                " applied=%" PRIu64 " persisted=%" PRIu64
+                " writes pending=%zu installs pending=%u\n",
+                s->nodes[i].d_first, d_last(&s->nodes[i]),
+                s->nodes[i].d_sm.index, raft_persisted_index(r),
+                s->nodes[i].n_jobs, s->nodes[i].installs_pending);
     }
     exit(1);
 }
@@ -305,6 +408,23 @@ static bool entry_equal(const struct raft_entry *a, const struct raft_entry *b)
 {
     return a->term == b->term && a->type == b->type && a->len == b->len &&
            (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
+
+/* The digest of a state machine after it applied e at index, given its
+ * digest before (FNV-1a over the entry, folded with splitmix). */
+static uint64_t digest_add(uint64_t d,
+                           raft_index_t index,
+                           const struct raft_entry *e)
+{
+    uint32_t i;
+
+    d ^= index * UINT64_C(0x9e3779b97f4a7c15) ^ e->term ^
+         ((uint64_t)e->type << 56);
+    d = (d ^ (d >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    for (i = 0; i < e->len; i++) {
+        d = (d ^ e->data[i]) * UINT64_C(0x100000001b3);
+    }
+    return d ^ (d >> 31);
 }
 
 static void entries_free(struct raft_entry *e, size_t n)
@@ -390,6 +510,13 @@ static void trace_msg(struct sim *s, const char *what, const struct raft_msg *m)
                   what, msg_name(m->type), m->from, m->to, m->term,
                   m->vote_resp.granted);
             break;
+        case RAFT_MSG_SNAPSHOT:
+            trace(s,
+                  "%s %s %" PRIu32 "->%" PRIu32 " term=%" PRIu64
+                  " snapshot=%" PRIu64 "/%" PRIu64,
+                  what, msg_name(m->type), m->from, m->to, m->term,
+                  m->snapshot.index, m->snapshot.term);
+            break;
         default:
             trace(s,
                   "%s %s %" PRIu32 "->%" PRIu32 " term=%" PRIu64
@@ -450,6 +577,7 @@ static void check_append_caps(struct sim *s, const struct raft_msg *m)
 static void net_send(struct sim *s, const struct raft_msg *m)
 {
     CHECK(m->from >= 1 && m->from <= s->n && m->to >= 1 && m->to <= s->n);
+    CHECK(m->type != RAFT_MSG_SNAPSHOT); /* streamed, never on the wire */
     check_append_caps(s, m);
     if (s->cut[m->from][m->to]) {
         return;
@@ -471,7 +599,9 @@ static void net_send(struct sim *s, const struct raft_msg *m)
 
 /* ---- Safety checks ------------------------------------------------------ */
 
-/* Every committed index has one entry, whoever committed it. */
+/* Every committed index has one entry, whoever committed it.  A node that
+ * took a snapshot commits entries it never held; another node committed
+ * them first, and the snapshot's digest vouches for them. */
 static void note_committed(struct sim *s,
                            struct raft *r,
                            raft_index_t from,
@@ -482,7 +612,10 @@ static void note_committed(struct sim *s,
     for (i = from; i <= commit; i++) {
         const struct raft_entry *e = raft_entry_at(r, i);
 
-        CHECK(e != NULL);
+        if (e == NULL) {
+            CHECK(i < raft_first_index(r) && i <= s->n_committed);
+            continue;
+        }
         if (i <= s->n_committed) {
             CHECK(entry_equal(e, &s->committed[i - 1]));
             continue;
@@ -493,12 +626,35 @@ static void note_committed(struct sim *s,
     }
 }
 
-/* Leader Completeness (Raft 5.4): a leader holds every committed entry. */
+/* An entry of r's log, or for a compacted index, the committed entry
+ * there: what r compacted it had applied, and the apply and snapshot
+ * checks compared that with what every other node applied. */
+static const struct raft_entry *entry_view(struct sim *s,
+                                           struct raft *r,
+                                           raft_index_t index)
+{
+    const struct raft_entry *e = raft_entry_at(r, index);
+
+    if (e != NULL) {
+        return e;
+    }
+    CHECK(index >= 1 && index < raft_first_index(r));
+    CHECK(index <= raft_commit(r) && index <= s->n_committed);
+    return &s->committed[index - 1];
+}
+
+/* Leader Completeness (Raft 5.4): a leader holds every committed entry,
+ * in its log or, for the compacted prefix, in its state machine. */
 static void check_leader_complete(struct sim *s, struct raft *r)
 {
+    raft_index_t first = raft_first_index(r);
     raft_index_t i;
 
-    for (i = 1; i <= s->n_committed; i++) {
+    CHECK(first - 1 <= s->n_committed && first - 1 <= raft_applied_index(r));
+    if (first > 1) {
+        CHECK(raft_prev_term(r) == s->committed[first - 2].term);
+    }
+    for (i = first; i <= s->n_committed; i++) {
         const struct raft_entry *e = raft_entry_at(r, i);
 
         CHECK(e != NULL);
@@ -513,20 +669,34 @@ static raft_index_t min_index(raft_index_t a, raft_index_t b)
 
 /* Log Matching (Raft 5.3): same index and term means the same prefix.
  * Committed prefixes are checked against s->committed already, so the
- * walk starts above the lower commit index. */
-static void check_pair(struct raft *ra, struct raft *rb)
+ * walk starts above the lower commit index.  A node compacts only below
+ * its own commit, so above the floor at most one of the two may have
+ * compacted an index; its committed entry stands in for the one dropped. */
+static void check_pair(struct sim *s, struct raft *ra, struct raft *rb)
 {
     raft_index_t floor = min_index(raft_commit(ra), raft_commit(rb));
     raft_index_t top = min_index(raft_last_index(ra), raft_last_index(rb));
     raft_index_t i;
 
     while (top > floor &&
-           raft_entry_at(ra, top)->term != raft_entry_at(rb, top)->term) {
+           entry_view(s, ra, top)->term != entry_view(s, rb, top)->term) {
         top--;
     }
     for (i = top; i > floor; i--) {
-        CHECK(entry_equal(raft_entry_at(ra, i), raft_entry_at(rb, i)));
+        CHECK(entry_equal(entry_view(s, ra, i), entry_view(s, rb, i)));
     }
+}
+
+/* A log's terms never go down, also across the compacted prefix: an entry
+ * kept after a snapshot or a compaction follows the term remembered for
+ * the entry before it. */
+static void check_log_start(struct raft *r)
+{
+    const struct raft_entry *e = raft_entry_at(r, raft_first_index(r));
+
+    CHECK(raft_first_index(r) >= 1);
+    CHECK(e == NULL || e->term >= raft_prev_term(r));
+    CHECK((raft_first_index(r) == 1) == (raft_prev_term(r) == 0));
 }
 
 static void check_all(struct sim *s)
@@ -535,10 +705,15 @@ static void check_all(struct sim *s)
     size_t b;
 
     for (a = 0; a < s->n; a++) {
+        if (s->nodes[a].log_changed && s->nodes[a].r != NULL) {
+            check_log_start(s->nodes[a].r);
+        }
+    }
+    for (a = 0; a < s->n; a++) {
         for (b = a + 1; b < s->n; b++) {
             if ((s->nodes[a].log_changed || s->nodes[b].log_changed) &&
                 s->nodes[a].r != NULL && s->nodes[b].r != NULL) {
-                check_pair(s->nodes[a].r, s->nodes[b].r);
+                check_pair(s, s->nodes[a].r, s->nodes[b].r);
             }
         }
     }
@@ -569,35 +744,109 @@ static void note_proposal_applied(struct sim *s,
     }
 }
 
+/* Raft 7: drop the entries up to index from the durable log and from the
+ * core; the state machine holds their effect.  The core must accept any
+ * index the state machine applied from a durable log. */
+static void node_compact(struct sim *s, size_t idx, raft_index_t index)
+{
+    struct sim_node *sn = &s->nodes[idx];
+    size_t drop;
+    size_t i;
+    raft_term_t term;
+
+    CHECK(sn->r != NULL && sn->installs_pending == 0);
+    CHECK(raft_first_index(sn->r) == sn->d_first);
+    if (index < sn->d_first) {
+        return;
+    }
+    CHECK(index <= sn->d_sm.index && index <= d_last(sn));
+    drop = (size_t)(index - sn->d_first + 1);
+    term = sn->d_log[drop - 1].term;
+    CHECK(entry_equal(raft_entry_at(sn->r, index), &sn->d_log[drop - 1]));
+    CHECK(raft_compact(sn->r, index) == 0);
+    CHECK(raft_first_index(sn->r) == index + 1);
+    CHECK(raft_prev_term(sn->r) == term);
+
+    for (i = 0; i < drop; i++) {
+        free(sn->d_log[i].data);
+    }
+    sn->d_n -= drop;
+    memmove(sn->d_log, sn->d_log + drop, sn->d_n * sizeof(*sn->d_log));
+    sn->d_first = index + 1;
+    sn->d_prev_term = term;
+    totals.compactions++;
+    totals.compacted_entries += drop;
+    trace(s, "node %zu compacts to %" PRIu64 "/%" PRIu64 " applied=%" PRIu64,
+          idx + 1, index, term, sn->d_sm.index);
+}
+
+/* Compact once more than compact_every applied entries sit in the log,
+ * keeping a few of them so that followers close behind need no
+ * snapshot. */
+static void maybe_compact(struct sim *s, size_t idx)
+{
+    struct sim_node *sn = &s->nodes[idx];
+    raft_index_t keep;
+
+    if (sn->installs_pending > 0 ||
+        sn->d_sm.index < sn->d_first + s->compact_every) {
+        return;
+    }
+    keep = sim_below(s, 5);
+    node_compact(s, idx, sn->d_sm.index - keep);
+}
+
+/* Record entry index as applied somewhere, with the digest of the state
+ * machine that applied every entry up to it. */
+static void note_applied(struct sim *s,
+                         raft_index_t index,
+                         const struct raft_entry *e,
+                         uint64_t digest)
+{
+    CHECK(index == s->n_applied + 1);
+    s->applied = xrealloc(s->applied, (size_t)index * sizeof(*e));
+    s->digests = xrealloc(s->digests, (size_t)index * sizeof(uint64_t));
+    entry_copy(&s->applied[index - 1], e);
+    s->digests[index - 1] = digest;
+    s->n_applied = (size_t)index;
+}
+
 /* Apply what is committed and durable here; no two nodes apply different
- * entries at one index. */
+ * entries at one index, so their digests agree index by index.  While a
+ * snapshot waits for its write, the core's log starts past the state
+ * machine, and nothing applies. */
 static void apply_ready(struct sim *s, size_t idx)
 {
     struct sim_node *sn = &s->nodes[idx];
+    raft_index_t from = sn->d_sm.index;
     raft_index_t upto = raft_commit(sn->r);
     raft_index_t i;
 
+    if (sn->installs_pending > 0) {
+        return;
+    }
     if (raft_persisted_index(sn->r) < upto) {
         upto = raft_persisted_index(sn->r);
     }
-    for (i = sn->d_applied + 1; i <= upto; i++) {
+    for (i = from + 1; i <= upto; i++) {
         const struct raft_entry *e = raft_entry_at(sn->r, i);
 
         CHECK(e != NULL);
+        sn->d_sm.digest = digest_add(sn->d_sm.digest, i, e);
+        sn->d_sm.index = i;
+        sn->d_sm.term = e->term;
         if (i <= s->n_applied) {
             CHECK(entry_equal(e, &s->applied[i - 1]));
+            CHECK(sn->d_sm.digest == s->digests[i - 1]);
         } else {
-            CHECK(i == s->n_applied + 1);
-            s->applied = xrealloc(s->applied, (size_t)i * sizeof(*e));
-            entry_copy(&s->applied[i - 1], e);
-            s->n_applied = (size_t)i;
+            note_applied(s, i, e, sn->d_sm.digest);
         }
         note_proposal_applied(s, raft_id(sn->r), i, e);
     }
-    if (upto > sn->d_applied) {
-        sn->d_applied = upto;
+    if (upto > from) {
         raft_applied(sn->r, upto);
     }
+    maybe_compact(s, idx);
 }
 
 /* ---- Nodes: disk -------------------------------------------------------- */
@@ -613,8 +862,32 @@ static void job_free(struct write_job *j)
     free(j->msgs);
 }
 
-static void disk_write(struct sim_node *sn, const struct write_job *j)
+/* Raft 7: the snapshot becomes the state machine and every stored entry
+ * goes.  It must equal the state of every node that applied as far. */
+static void disk_install(struct sim *s,
+                         struct sim_node *sn,
+                         const struct sm_state *snap)
 {
+    CHECK(snap->index > sn->d_sm.index && snap->index <= s->n_applied);
+    CHECK(snap->digest == s->digests[snap->index - 1]);
+    CHECK(snap->term == s->applied[snap->index - 1].term);
+    sn->d_sm = *snap;
+    entries_free(sn->d_log, sn->d_n);
+    sn->d_log = NULL;
+    sn->d_n = 0;
+    sn->d_first = snap->index + 1;
+    sn->d_prev_term = snap->term;
+    CHECK(sn->installs_pending > 0);
+    sn->installs_pending--;
+    sn->installs++;
+    totals.snap_installed++;
+}
+
+static void disk_write(struct sim *s,
+                       struct sim_node *sn,
+                       const struct write_job *j)
+{
+    size_t keep;
     size_t i;
 
     if (j->hard) {
@@ -622,14 +895,20 @@ static void disk_write(struct sim_node *sn, const struct write_job *j)
         sn->d_term = j->term;
         sn->d_vote = j->vote;
     }
+    if (j->has_snap) {
+        disk_install(s, sn, &j->snap);
+        CHECK(j->from == sn->d_first);
+    }
     if (j->from == 0) {
         return;
     }
-    CHECK(j->from > sn->d_applied && j->from <= sn->d_n + 1);
-    for (i = (size_t)j->from; i <= sn->d_n; i++) {
-        free(sn->d_log[i - 1].data);
+    CHECK(j->from > sn->d_sm.index && j->from >= sn->d_first &&
+          j->from <= d_last(sn) + 1);
+    keep = (size_t)(j->from - sn->d_first);
+    for (i = keep; i < sn->d_n; i++) {
+        free(sn->d_log[i].data);
     }
-    sn->d_n = (size_t)j->from - 1;
+    sn->d_n = keep;
     sn->d_log = xrealloc(sn->d_log,
                          (sn->d_n + j->n_entries) * sizeof(struct raft_entry));
     for (i = 0; i < j->n_entries; i++) {
@@ -646,10 +925,16 @@ static void disk_complete(struct sim *s, size_t idx)
 
     memmove(&sn->jobs[0], &sn->jobs[1], (sn->n_jobs - 1) * sizeof(j));
     sn->n_jobs--;
-    disk_write(sn, &j);
-    if (j.from != 0 && sn->d_n > 0) {
-        raft_persisted(sn->r, sn->d_n, sn->d_log[sn->d_n - 1].term);
+    disk_write(s, sn, &j);
+    if (j.has_snap) {
+        trace(s, "node %zu snapshot %" PRIu64 "/%" PRIu64 " durable", idx + 1,
+              j.snap.index, j.snap.term);
     }
+    if (j.from != 0 && sn->d_n > 0) {
+        raft_persisted(sn->r, d_last(sn), sn->d_log[sn->d_n - 1].term);
+    }
+    /* What follows may depend on the snapshot, which is now durable. */
+    CHECK(!j.has_snap || sn->d_sm.index >= j.snap.index);
     for (i = 0; i < j.n_msgs; i++) {
         net_send(s, &j.msgs[i]);
     }
@@ -686,6 +971,63 @@ static void job_copy_log(struct write_job *j, struct raft *r)
     }
 }
 
+/* Raft 7: the leader's core asks for a snapshot of follower m->to.  The
+ * leader streams its state machine as it is now, which covers at least
+ * what the core compacted.  The request depends on nothing but the
+ * leader's term, which is durable, so the stream starts at once. */
+static void stream_start(struct sim *s, size_t idx, const struct raft_msg *m)
+{
+    struct sim_node *sn = &s->nodes[idx];
+    struct stream *st;
+
+    CHECK(m->from == idx + 1 && m->to >= 1 && m->to <= s->n);
+    CHECK(raft_role(sn->r) == RAFT_LEADER && m->term == raft_term(sn->r));
+    CHECK(raft_snapshot_pending(sn->r, m->to));
+    CHECK(m->snapshot.index + 1 == raft_first_index(sn->r) &&
+          m->snapshot.term == raft_prev_term(sn->r));
+    CHECK(m->snapshot.index >= 1 && sn->d_sm.index >= m->snapshot.index);
+    CHECK(sn->d_sm.index > m->snapshot.index ||
+          sn->d_sm.term == m->snapshot.term);
+    s->streams = xrealloc(s->streams, (s->n_streams + 1) * sizeof(*st));
+    st = &s->streams[s->n_streams++];
+    st->due = s->now + 5 + sim_below(s, 6 * SIM_UNITS_PER_TICK);
+    st->from = m->from;
+    st->to = m->to;
+    st->incarnation = sn->incarnation;
+    st->term = m->term;
+    st->seq = ++sn->stream_seq[m->to];
+    st->lost = s->snap_loss_pct > 0 && sim_chance(s, s->snap_loss_pct);
+    st->watch = false;
+    st->snap = sn->d_sm;
+    totals.snap_sent++;
+    trace(s,
+          "node %zu streams snapshot %" PRIu64 "/%" PRIu64 " to %" PRIu32
+          " (asked for %" PRIu64 ")%s",
+          idx + 1, st->snap.index, st->snap.term, st->to, m->snapshot.index,
+          st->lost ? ", will be lost" : "");
+}
+
+/* The update took a snapshot: the write replaces the state machine and
+ * the whole log, so whatever log the job held before is moot. */
+static void job_add_snapshot(struct sim_node *sn,
+                             struct write_job *j,
+                             const struct raft_update *u)
+{
+    CHECK(sn->handed != NULL);
+    CHECK(u->snapshot_index == sn->handed->index &&
+          u->snapshot_term == sn->handed->term);
+    CHECK(u->log_dirty_from == u->snapshot_index + 1);
+    CHECK(u->commit >= u->snapshot_index);
+    CHECK(raft_first_index(sn->r) == u->snapshot_index + 1);
+    if (!j->has_snap) {
+        sn->installs_pending++;
+    }
+    j->has_snap = true;
+    j->snap = *sn->handed;
+    j->from = u->log_dirty_from;
+    sn->handed = NULL;
+}
+
 /* Writes finish in order.  Like the real storage, the disk commits as a
  * group whatever arrived while the write in progress ran: a write that
  * has not started absorbs the next update. */
@@ -710,16 +1052,24 @@ static void queue_job(struct sim *s, size_t idx, const struct raft_update *u)
         j->term = u->term;
         j->vote = u->vote;
     }
+    if (u->snapshot_index != 0) {
+        job_add_snapshot(sn, j, u);
+    } else if (u->log_dirty_from != 0 &&
+               (j->from == 0 || u->log_dirty_from < j->from)) {
+        j->from = u->log_dirty_from;
+    }
+    CHECK(!j->has_snap || j->from == j->snap.index + 1);
     if (u->log_dirty_from != 0) {
-        if (j->from == 0 || u->log_dirty_from < j->from) {
-            j->from = u->log_dirty_from;
-        }
         job_copy_log(j, sn->r);
     }
     j->msgs =
         xrealloc(j->msgs, (j->n_msgs + u->n_msgs) * sizeof(struct raft_msg));
     for (k = 0; k < u->n_msgs; k++) {
-        if (u->msgs[k].type == RAFT_MSG_APPEND) {
+        /* Replies to a snapshot wait for it to be durable. */
+        CHECK(u->snapshot_index == 0 || u->msgs[k].type != RAFT_MSG_APPEND);
+        if (u->msgs[k].type == RAFT_MSG_SNAPSHOT) {
+            stream_start(s, idx, &u->msgs[k]);
+        } else if (u->msgs[k].type == RAFT_MSG_APPEND) {
             net_send(s, &u->msgs[k]);
         } else {
             msg_copy(&j->msgs[j->n_msgs++], &u->msgs[k]);
@@ -786,13 +1136,18 @@ static void node_start(struct sim *s, size_t idx)
     cfg.seed = s->seed * 1000003 + sn->incarnation;
     sn->r = raft_new(&cfg);
     CHECK(sn->r != NULL);
-    CHECK(raft_load(sn->r, sn->d_term, sn->d_vote, sn->d_applied, 1, 0,
-                    sn->d_log, sn->d_n) == 0);
-    sn->seen_commit = sn->d_applied;
+    CHECK(raft_load(sn->r, sn->d_term, sn->d_vote, sn->d_sm.index, sn->d_first,
+                    sn->d_prev_term, sn->d_log, sn->d_n) == 0);
+    CHECK(raft_first_index(sn->r) == sn->d_first &&
+          raft_prev_term(sn->r) == sn->d_prev_term &&
+          raft_last_index(sn->r) == d_last(sn));
+    sn->seen_commit = sn->d_sm.index;
     sn->next_tick = s->now + 1 + sim_below(s, SIM_UNITS_PER_TICK);
     sn->log_changed = true;
-    trace(s, "node %zu starts term=%" PRIu64 " last=%zu applied=%" PRIu64,
-          idx + 1, sn->d_term, sn->d_n, sn->d_applied);
+    trace(s,
+          "node %zu starts term=%" PRIu64 " first=%" PRIu64 " last=%" PRIu64
+          " applied=%" PRIu64,
+          idx + 1, sn->d_term, sn->d_first, d_last(sn), sn->d_sm.index);
 }
 
 static void node_crash(struct sim *s, size_t idx)
@@ -804,11 +1159,13 @@ static void node_crash(struct sim *s, size_t idx)
         job_free(&sn->jobs[i]);
     }
     sn->n_jobs = 0;
+    totals.snap_crashed += sn->installs_pending;
+    sn->installs_pending = 0;
     raft_free(sn->r);
     sn->r = NULL;
     sn->incarnation++;
-    trace(s, "node %zu crashes: durable term=%" PRIu64 " last=%zu", idx + 1,
-          sn->d_term, sn->d_n);
+    trace(s, "node %zu crashes: durable term=%" PRIu64 " last=%" PRIu64,
+          idx + 1, sn->d_term, d_last(sn));
 }
 
 static void sim_init(struct sim *s,
@@ -825,9 +1182,11 @@ static void sim_init(struct sim *s,
     s->rng = seed;
     s->max_delay = 2 * SIM_UNITS_PER_TICK;
     s->base = *base;
+    s->compact_every = 16;
     s->leader_of_term = calloc(SIM_MAX_TERMS, sizeof(raft_id_t));
     CHECK(s->leader_of_term != NULL);
     for (i = 0; i < n; i++) {
+        s->nodes[i].d_first = 1;
         node_start(s, i);
     }
 }
@@ -847,9 +1206,11 @@ static void sim_free(struct sim *s)
         msg_free(&s->net[i].m);
     }
     free(s->net);
+    free(s->streams);
     free(s->leader_of_term);
     entries_free(s->committed, s->n_committed);
     entries_free(s->applied, s->n_applied);
+    free(s->digests);
     free(s->props);
     current = NULL;
 }
@@ -899,8 +1260,107 @@ static void deliver(struct sim *s, size_t k)
     msg_free(&m);
 }
 
-/* One unit of simulated time: disks finish, nodes tick, messages due are
- * delivered; the invariants are checked after each of these events. */
+/* The follower's core takes a snapshot from a current leader that is
+ * ahead of its commit; any other changes nothing (Raft 7). */
+static void stream_deliver(struct sim *s, const struct stream *st)
+{
+    struct sim_node *sn = &s->nodes[st->to - 1];
+    raft_term_t term = raft_term(sn->r);
+    raft_index_t commit = raft_commit(sn->r);
+    struct raft_msg m;
+    bool takes = st->term >= term && st->snap.index > commit;
+
+    memset(&m, 0, sizeof(m));
+    m.type = RAFT_MSG_SNAPSHOT;
+    m.from = st->from;
+    m.to = st->to;
+    m.term = st->term;
+    m.snapshot.index = st->snap.index;
+    m.snapshot.term = st->snap.term;
+    trace_msg(s, "recv", &m);
+    sn->handed = &st->snap;
+    CHECK(raft_step(sn->r, &m) == 0);
+    process(s, st->to - 1);
+    CHECK(takes == (sn->handed == NULL));
+    sn->handed = NULL;
+    if (takes) {
+        CHECK(raft_first_index(sn->r) == st->snap.index + 1);
+        CHECK(raft_prev_term(sn->r) == st->snap.term);
+    } else {
+        totals.snap_unneeded++;
+    }
+    check_all(s);
+    /* Now and then the follower dies before the snapshot is durable: it
+     * must come back with its old state machine and log. */
+    if (takes && s->crash_installs && sim_chance(s, 5)) {
+        node_crash(s, st->to - 1);
+        totals.faults[F_CRASH]++;
+    }
+}
+
+/* A delivered snapshot that the leader still waits for, with no newer
+ * stream to that follower since: the confirmation was lost, or the
+ * follower lost the snapshot in a crash.  Give up so the core asks
+ * again (see the top comment). */
+static void watch_end(struct sim *s, const struct stream *st)
+{
+    struct sim_node *leader = &s->nodes[st->from - 1];
+
+    if (leader->r == NULL || leader->incarnation != st->incarnation ||
+        leader->stream_seq[st->to] != st->seq ||
+        raft_role(leader->r) != RAFT_LEADER ||
+        raft_term(leader->r) != st->term ||
+        !raft_snapshot_pending(leader->r, st->to)) {
+        return;
+    }
+    totals.snap_timeouts++;
+    trace(s, "snapshot %" PRIu64 " %" PRIu32 "->%" PRIu32 " unconfirmed",
+          st->snap.index, st->from, st->to);
+    raft_snapshot_failed(leader->r, st->to);
+    process(s, st->from - 1);
+    check_all(s);
+}
+
+/* A snapshot stream ends.  It fails when it was lost or the follower is
+ * down or cut off, and the leader's core is told; a leader that crashed
+ * meanwhile abandoned it.  A delivered one is watched until confirmed. */
+static void stream_end(struct sim *s, size_t k)
+{
+    struct stream st = s->streams[k];
+    struct sim_node *leader = &s->nodes[st.from - 1];
+
+    s->streams[k] = s->streams[--s->n_streams];
+    if (st.watch) {
+        watch_end(s, &st);
+        return;
+    }
+    if (leader->r == NULL || leader->incarnation != st.incarnation) {
+        totals.snap_aborted++;
+        trace(s, "snapshot %" PRIu64 " %" PRIu32 "->%" PRIu32 " abandoned",
+              st.snap.index, st.from, st.to);
+        return;
+    }
+    if (st.lost || s->nodes[st.to - 1].r == NULL || s->cut[st.from][st.to]) {
+        totals.snap_failed++;
+        trace(s, "snapshot %" PRIu64 " %" PRIu32 "->%" PRIu32 " failed",
+              st.snap.index, st.from, st.to);
+        raft_snapshot_failed(leader->r, st.to);
+        process(s, st.from - 1);
+        check_all(s);
+        return;
+    }
+    stream_deliver(s, &st);
+    if (snapshot_timeout) {
+        st.watch = true;
+        st.due = s->now + SIM_SNAPSHOT_CONFIRM_TICKS * SIM_UNITS_PER_TICK;
+        s->streams = xrealloc(s->streams, (s->n_streams + 1) * sizeof(st));
+        s->streams[s->n_streams++] = st;
+    }
+}
+
+/* One unit of simulated time: disks finish, nodes tick, messages and
+ * snapshots due are delivered; the invariants are checked after each of
+ * these events. */
 static void sim_step(struct sim *s)
 {
     size_t i;
@@ -926,6 +1386,13 @@ static void sim_step(struct sim *s)
     }
     while ((k = net_next_due(s)) < s->n_net) {
         deliver(s, k);
+    }
+    for (k = 0; k < s->n_streams;) {
+        if (s->streams[k].due <= s->now) {
+            stream_end(s, k);
+        } else {
+            k++;
+        }
     }
 }
 
@@ -1141,6 +1608,34 @@ static void random_fault(struct sim *s)
     }
 }
 
+/* Compaction at a random point of a random node, and a compaction past
+ * what the state machine applied, which the core must refuse. */
+static void random_compact(struct sim *s)
+{
+    size_t idx = sim_below(s, (unsigned)s->n);
+    struct sim_node *sn = &s->nodes[idx];
+    raft_index_t first;
+    raft_index_t bad;
+    unsigned span;
+
+    if (sn->r == NULL || sn->installs_pending > 0) {
+        return;
+    }
+    first = raft_first_index(sn->r);
+    bad = raft_applied_index(sn->r) + 1 + sim_below(s, 3);
+    CHECK(raft_compact(sn->r, bad) == -EINVAL);
+    CHECK(raft_first_index(sn->r) == first);
+    totals.compact_refused++;
+    if (sn->d_sm.index < sn->d_first) {
+        return;
+    }
+    span = (unsigned)(sn->d_sm.index - sn->d_first + 1);
+    node_compact(s, idx, sn->d_first + sim_below(s, span));
+    totals.faults[F_COMPACT]++;
+    process(s, idx);
+    check_all(s);
+}
+
 static void restart_some(struct sim *s, unsigned pct)
 {
     size_t i;
@@ -1166,11 +1661,26 @@ static bool all_follow_and_commit(struct sim *s,
         struct raft *r = s->nodes[i].r;
 
         if (r == NULL || raft_leader(r) != raft_id(l) ||
-            raft_commit(r) < index || raft_applied_index(r) < index) {
+            raft_commit(r) < index || raft_applied_index(r) < index ||
+            s->nodes[i].d_sm.index < index) {
             return false;
         }
     }
     return true;
+}
+
+/* Every state machine equals the applied prefix of the same length. */
+static void check_states(struct sim *s)
+{
+    size_t i;
+
+    for (i = 0; i < s->n; i++) {
+        const struct sm_state *sm = &s->nodes[i].d_sm;
+
+        CHECK(sm->index <= s->n_applied);
+        CHECK(sm->index == 0 || (sm->digest == s->digests[sm->index - 1] &&
+                                 sm->term == s->applied[sm->index - 1].term));
+    }
 }
 
 /* With faults gone, a leader appears that every node follows, and a new
@@ -1187,6 +1697,8 @@ static void check_liveness(struct sim *s)
     bool done = false;
 
     heal(s);
+    s->snap_loss_pct = 0;
+    s->crash_installs = false;
     for (i = 0; i < s->n; i++) {
         s->nodes[i].mute = false;
         if (s->nodes[i].r == NULL) {
@@ -1217,9 +1729,11 @@ static void check_liveness(struct sim *s)
         totals.max_recovery_ticks = ticks;
         totals.max_recovery_seed = s->seed;
     }
+    check_states(s);
     for (i = 0; i < s->n_props; i++) {
         struct proposal *p = &s->props[i];
-        const struct raft_entry *e = raft_entry_at(l, p->index);
+        const struct raft_entry *e =
+            p->index <= raft_last_index(l) ? entry_view(s, l, p->index) : NULL;
 
         if (p->acked) {
             CHECK(e != NULL && e->term == p->term);
@@ -1248,10 +1762,16 @@ static void run_schedule(uint64_t seed, bool verbose)
     base.max_append_entries = 1 + (size_t)(seed / 3 % 7);
     base.max_append_bytes = 16 + (size_t)(seed / 21 % 5) * 24;
     sim_init(&s, sizes[seed % 3], seed, &base);
+    s.compact_every = 8 + sim_below(&s, 23);
+    s.snap_loss_pct = sim_below(&s, 30);
+    s.crash_installs = true;
     fault_ticks = 100 + sim_below(&s, 150);
     for (tick = 0; tick < fault_ticks; tick++) {
         if (sim_chance(&s, 12)) {
             random_fault(&s);
+        }
+        if (sim_chance(&s, 4)) {
+            random_compact(&s);
         }
         restart_some(&s, 8);
         client_step(&s);
@@ -1607,6 +2127,106 @@ static void scenario_transfer(void)
         "stuck transfer abandoned\n");
 }
 
+/* Propose on the newest leader, if any, once a tick for ticks ticks. */
+static void propose_for(struct sim *s, unsigned ticks)
+{
+    unsigned t;
+    struct raft *l;
+
+    for (t = 0; t < ticks; t++) {
+        l = find_leader(s);
+        if (l != NULL) {
+            int rv = propose(s, l);
+
+            CHECK(rv == 0 || rv == IKD_EBUSY);
+        }
+        run_ticks(s, 1);
+    }
+}
+
+/* Raft 7: node victim misses so much that the leader compacts past the
+ * end of its log.  Back, it must catch up through a snapshot and end with
+ * the leader's state.  With crash, it is a follower that crashed, whose
+ * log is a prefix of the leader's; otherwise it is the old leader, cut
+ * off with entries nobody else has, which the snapshot throws away. */
+static unsigned catch_up_by_snapshot(bool crash)
+{
+    struct raft_config base = default_base();
+    struct sim s;
+    struct raft *l;
+    size_t victim;
+    raft_index_t behind;
+    size_t orphans;
+    unsigned installs;
+    unsigned t;
+    size_t i;
+
+    sim_init(&s, crash ? 3 : 5, crash ? 1212 : 1313, &base);
+    s.compact_every = 8;
+    wait_leader(&s, 0, 200);
+    l = find_leader(&s);
+    victim = crash ? raft_id(l) % 3 : raft_id(l) - 1;
+    propose_for(&s, 5);
+    orphans = s.n_props;
+    if (crash) {
+        node_crash(&s, victim);
+    } else {
+        isolate(&s, victim + 1);
+        for (i = 0; i < 3; i++) {
+            CHECK(propose(&s, s.nodes[victim].r) == 0);
+        }
+        for (t = 0; t < 200; t++) {
+            run_ticks(&s, 1);
+            l = find_leader(&s);
+            if (l != NULL && raft_id(l) != victim + 1) {
+                break;
+            }
+        }
+        CHECK(l != NULL && raft_id(l) != victim + 1);
+    }
+    behind = d_last(&s.nodes[victim]);
+    propose_for(&s, 60);
+    l = find_leader(&s);
+    CHECK(l != NULL && raft_first_index(l) > behind + 1);
+    CHECK(s.nodes[victim].installs == 0);
+
+    if (crash) {
+        node_start(&s, victim);
+        process(&s, victim);
+    } else {
+        heal(&s);
+    }
+    for (t = 0; t < 100 && s.nodes[victim].installs == 0; t++) {
+        run_ticks(&s, 1);
+    }
+    installs = s.nodes[victim].installs;
+    CHECK(installs > 0);
+    check_liveness(&s);
+    l = find_leader(&s);
+    for (i = 0; i < s.n; i++) {
+        const struct sm_state *a = &s.nodes[i].d_sm;
+        const struct sm_state *b = &s.nodes[raft_id(l) - 1].d_sm;
+
+        CHECK(a->index == b->index && a->digest == b->digest);
+    }
+    for (i = orphans; i < s.n_props; i++) {
+        CHECK(s.props[i].node != victim + 1 || !s.props[i].acked);
+    }
+    sim_free(&s);
+    return installs;
+}
+
+static void scenario_snapshot(void)
+{
+    unsigned crashed = catch_up_by_snapshot(true);
+    unsigned cut_off = catch_up_by_snapshot(false);
+
+    printf(
+        "scenario snapshot catch-up: a restarted follower and a cut-off old "
+        "leader caught up past the leader's log start (installs %u, %u)\n",
+        crashed, cut_off);
+}
+
 /* ---- Main --------------------------------------------------------------- */
 
 static uint64_t parse_u64(const char *text)
@@ -1644,9 +2264,12 @@ int main(int argc, char **argv)
             one_seed = true;
         } else if (strcmp(argv[a], "--verbose") == 0) {
             verbose = true;
+        } else if (strcmp(argv[a], "--no-snapshot-timeout") == 0) {
+            snapshot_timeout = false;
         } else {
             fprintf(stderr,
-                    "usage: sim [--schedules N] [--seed S] [--verbose]\n");
+                    "usage: sim [--schedules N] [--seed S] [--verbose] "
+                    "[--no-snapshot-timeout]\n");
             return 2;
         }
     }
@@ -1664,6 +2287,8 @@ int main(int argc, char **argv)
         scenario_rejoin();
         scenario = "transfer";
         scenario_transfer();
+        scenario = "snapshot";
+        scenario_snapshot();
         scenario = NULL;
         for (i = 1; i <= schedules; i++) {
             run_schedule(i, verbose);
@@ -1691,13 +2316,28 @@ int main(int argc, char **argv)
            totals.append_msgs == 0
                ? 0.0
                : (double)totals.append_entries / (double)totals.append_msgs);
+    printf("  snapshots streamed: %" PRIu64 ", installed: %" PRIu64
+           ", failed: %" PRIu64 ", abandoned by a crashed leader: %" PRIu64
+           "\n",
+           totals.snap_sent, totals.snap_installed, totals.snap_failed,
+           totals.snap_aborted);
+    printf("  snapshots not needed on arrival: %" PRIu64
+           ", lost to a crash before durable: %" PRIu64
+           ", unconfirmed and given up: %" PRIu64 "\n",
+           totals.snap_unneeded, totals.snap_crashed, totals.snap_timeouts);
+    printf("  compactions: %" PRIu64 " (entries dropped %" PRIu64
+           "), refused past applied: %" PRIu64 "\n",
+           totals.compactions, totals.compacted_entries,
+           totals.compact_refused);
     for (a = 0; a < F_KINDS; a++) {
         printf("  %s: %" PRIu64 "\n", fault_names[a], totals.faults[a]);
     }
     /* A run that injected nothing or committed nothing proved nothing. */
     if (!one_seed && schedules >= 100 &&
         (totals.acked < schedules || totals.faults[F_CRASH] == 0 ||
-         totals.faults[F_TRANSFER] == 0 || totals.reads == 0)) {
+         totals.faults[F_TRANSFER] == 0 || totals.reads == 0 ||
+         totals.snap_installed == 0 || totals.snap_failed == 0 ||
+         totals.compactions == 0)) {
         fprintf(stderr, "sim: the schedules exercised too little\n");
         return 1;
     }

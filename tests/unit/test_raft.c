@@ -1662,6 +1662,461 @@ static void test_match_index_reported_on_leader_only(void **state)
     raft_free(r);
 }
 
+/* ---- Log compaction and snapshots (Raft 7) ---------------------------- */
+
+static struct raft_msg snapshot_msg(raft_id_t from,
+                                    raft_id_t to,
+                                    raft_term_t term,
+                                    raft_index_t index,
+                                    raft_term_t index_term)
+{
+    struct raft_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = RAFT_MSG_SNAPSHOT;
+    m.from = from;
+    m.to = to;
+    m.term = term;
+    m.snapshot.index = index;
+    m.snapshot.term = index_term;
+    return m;
+}
+
+/* Leader 1 of three in term 2 over a log of term 1: its entry 5 is
+ * committed with follower 2, applied, and the log compacted up to 4.
+ * Follower 3 rejected the first probe and needs index 3, before the log
+ * start.  The update that asks for its snapshot is left for the caller. */
+static struct raft *compacted_leader(void)
+{
+    const raft_term_t terms[] = {1, 1, 1, 1};
+    struct raft *r = node_new(1, 3);
+    struct raft_update u;
+    struct raft_msg m;
+
+    load_terms(r, 1, 0, terms, 4);
+    make_leader(r, 3);
+    raft_get_update(r, &u);
+    m = append_resp(3, 1, 2, false, 4);
+    m.append_resp.hint_index = 2;
+    m.append_resp.hint_term = 1;
+    assert_int_equal(raft_step(r, &m), 0);
+    ack_all(r, 2);
+    assert_int_equal(raft_commit(r), 5);
+    raft_applied(r, 5);
+    assert_int_equal(raft_compact(r, 4), 0);
+    assert_int_equal(raft_first_index(r), 5);
+    assert_int_equal(raft_prev_term(r), 1);
+    return r;
+}
+
+/* A heartbeat to follower 3 at the log start, as sent while it waits. */
+static void assert_heartbeat_at_start(const struct raft_update *u)
+{
+    const struct raft_msg *m = find_msg(u, RAFT_MSG_APPEND, 3);
+
+    assert_non_null(m);
+    assert_int_equal(count_msgs(u, RAFT_MSG_APPEND, 3), 1);
+    assert_int_equal(m->append.n_entries, 0);
+    assert_int_equal(m->append.prev_index, 4);
+    assert_int_equal(m->append.prev_term, 1);
+}
+
+static void heartbeat(struct raft *r, struct raft_update *u)
+{
+    unsigned i;
+
+    for (i = 0; i < HEARTBEAT_TICKS; i++) {
+        raft_tick(r);
+    }
+    raft_get_update(r, u);
+}
+
+static void test_compaction_keeps_last_compacted_term_for_consistency(
+    void **state)
+{
+    const raft_term_t terms[] = {1, 1, 2, 2};
+    struct raft *r = node_new(1, 3);
+    struct raft_update u;
+    const struct raft_msg *a;
+    raft_id_t peer;
+
+    (void)state;
+    load_terms(r, 2, 4, terms, 4);
+    make_leader(r, 3);
+    assert_int_equal(raft_compact(r, 4), 0);
+    assert_int_equal(raft_first_index(r), 5);
+    assert_int_equal(raft_prev_term(r), 2);
+    assert_null(raft_entry_at(r, 4));
+
+    /* The new leader's entry 5 follows the compacted entry 4: the
+     * consistency check (Raft 5.3) carries the term it remembered. */
+    raft_get_update(r, &u);
+    for (peer = 2; peer <= 3; peer++) {
+        a = find_msg(&u, RAFT_MSG_APPEND, peer);
+        assert_non_null(a);
+        assert_int_equal(a->append.prev_index, 4);
+        assert_int_equal(a->append.prev_term, 2);
+        assert_int_equal(a->append.n_entries, 1);
+        assert_int_equal(a->append.entries[0].term, 3);
+        assert_null(find_msg(&u, RAFT_MSG_SNAPSHOT, peer));
+    }
+    raft_free(r);
+}
+
+static void test_compact_refuses_index_not_applied_or_not_durable(void **state)
+{
+    const raft_term_t terms[] = {1, 1, 1};
+    const raft_term_t more[] = {1, 1};
+    struct raft *r = node_new(2, 3);
+    struct raft_msg m = append_req(1, 2, 1, 3, 1, 5);
+
+    (void)state;
+    load_terms(r, 1, 2, terms, 3);
+    assert_int_equal(raft_compact(r, 3), -EINVAL); /* not applied */
+    assert_int_equal(raft_first_index(r), 1);
+
+    /* Entries 4 and 5 are committed and applied but not durable yet. */
+    m.append.entries = make_entries(more, 2);
+    m.append.n_entries = 2;
+    assert_int_equal(raft_step(r, &m), 0);
+    raft_applied(r, 5);
+    assert_int_equal(raft_persisted_index(r), 3);
+    assert_int_equal(raft_compact(r, 4), -EINVAL);
+    assert_int_equal(raft_compact(r, 6), -EINVAL); /* past the end */
+    assert_int_equal(raft_first_index(r), 1);
+
+    assert_int_equal(raft_compact(r, 3), 0);
+    assert_int_equal(raft_first_index(r), 4);
+    /* At or below what was compacted: nothing to do. */
+    assert_int_equal(raft_compact(r, 3), 0);
+    assert_int_equal(raft_compact(r, 1), 0);
+    assert_int_equal(raft_first_index(r), 4);
+    assert_int_equal(raft_last_index(r), 5);
+
+    raft_persisted(r, 5, 1);
+    assert_int_equal(raft_compact(r, 5), 0);
+    assert_int_equal(raft_first_index(r), 6);
+    assert_int_equal(raft_last_index(r), 5);
+    assert_int_equal(raft_prev_term(r), 1);
+    raft_free(r);
+}
+
+static void test_leader_asks_snapshot_once_and_only_heartbeats_meanwhile(
+    void **state)
+{
+    struct raft *r = compacted_leader();
+    struct raft_update u;
+    const struct raft_msg *m;
+    raft_index_t index;
+    raft_term_t term;
+    int i;
+
+    (void)state;
+    raft_get_update(r, &u);
+    assert_int_equal(count_msgs(&u, RAFT_MSG_SNAPSHOT, 3), 1);
+    m = find_msg(&u, RAFT_MSG_SNAPSHOT, 3);
+    assert_int_equal(m->term, 2);
+    assert_int_equal(m->snapshot.index, 4);
+    assert_int_equal(m->snapshot.term, 1);
+    assert_null(find_msg(&u, RAFT_MSG_SNAPSHOT, 2));
+    assert_true(raft_snapshot_pending(r, 3));
+    assert_false(raft_snapshot_pending(r, 2));
+
+    /* New entries and heartbeats go on; follower 3 gets only heartbeats
+     * at the log start and no second request. */
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(
+            raft_propose(r, RAFT_ENTRY_COMMAND, "b", 1, &index, &term), 0);
+        heartbeat(r, &u);
+        assert_int_equal(count_msgs(&u, RAFT_MSG_SNAPSHOT, 3), 0);
+        assert_heartbeat_at_start(&u);
+        assert_non_null(find_msg(&u, RAFT_MSG_APPEND, 2));
+    }
+    assert_true(raft_snapshot_pending(r, 3));
+    raft_free(r);
+}
+
+static void test_rejected_heartbeat_during_snapshot_changes_nothing(
+    void **state)
+{
+    struct raft *r = compacted_leader();
+    struct raft_update u;
+    struct raft_msg m = append_resp(3, 1, 2, false, 4);
+
+    (void)state;
+    raft_get_update(r, &u);
+    assert_true(raft_snapshot_pending(r, 3));
+
+    /* Follower 3 has nothing yet: it rejects the heartbeat. */
+    m.append_resp.hint_index = 0;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_false(raft_has_update(r));
+    assert_true(raft_snapshot_pending(r, 3));
+    assert_int_equal(raft_match_index(r, 3), 0);
+
+    heartbeat(r, &u);
+    assert_int_equal(count_msgs(&u, RAFT_MSG_SNAPSHOT, 3), 0);
+    assert_heartbeat_at_start(&u);
+    raft_free(r);
+}
+
+static void test_snapshot_failed_asks_again_at_a_later_heartbeat(void **state)
+{
+    struct raft *r = compacted_leader();
+    struct raft_update u;
+    raft_index_t index;
+    raft_term_t term;
+
+    (void)state;
+    raft_get_update(r, &u);
+    raft_snapshot_failed(r, 3);
+    assert_false(raft_snapshot_pending(r, 3));
+    assert_false(raft_has_update(r));
+    /* Reports about a follower not waiting, or from a non-leader, are
+     * ignored. */
+    raft_snapshot_failed(r, 2);
+    raft_snapshot_failed(r, 1);
+    assert_false(raft_has_update(r));
+
+    /* An update taken for another reason before the heartbeat does not
+     * ask again yet. */
+    assert_int_equal(raft_propose(r, RAFT_ENTRY_COMMAND, "x", 1, &index, &term),
+                     0);
+    raft_get_update(r, &u);
+    assert_int_equal(count_msgs(&u, RAFT_MSG_SNAPSHOT, 3), 0);
+    heartbeat(r, &u);
+    assert_int_equal(count_msgs(&u, RAFT_MSG_SNAPSHOT, 3), 1);
+    assert_int_equal(find_msg(&u, RAFT_MSG_SNAPSHOT, 3)->snapshot.index, 4);
+    assert_true(raft_snapshot_pending(r, 3));
+    raft_free(r);
+}
+
+/* The follower's answer to the install was lost, but a rejection whose
+ * hint reaches the snapshot's index shows it has it. */
+static void test_rejection_reaching_snapshot_index_ends_wait(void **state)
+{
+    struct raft *r = compacted_leader();
+    struct raft_update u;
+    struct raft_msg m = append_resp(3, 1, 2, false, 4);
+
+    (void)state;
+    raft_get_update(r, &u);
+    assert_true(raft_snapshot_pending(r, 3));
+    m.append_resp.hint_index = 4;
+    m.append_resp.hint_term = 1;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_false(raft_snapshot_pending(r, 3));
+    raft_get_update(r, &u);
+    assert_int_equal(count_msgs(&u, RAFT_MSG_SNAPSHOT, 3), 0);
+    raft_free(r);
+}
+
+static void test_snapshot_success_ends_wait_and_replication_resumes(
+    void **state)
+{
+    struct raft *r = compacted_leader();
+    struct raft_update u;
+    struct raft_msg m = append_resp(3, 1, 2, true, 4);
+    const struct raft_msg *a;
+
+    (void)state;
+    raft_get_update(r, &u);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_false(raft_snapshot_pending(r, 3));
+    assert_int_equal(raft_match_index(r, 3), 4);
+    raft_get_update(r, &u);
+    assert_int_equal(count_msgs(&u, RAFT_MSG_SNAPSHOT, 3), 0);
+    a = find_msg(&u, RAFT_MSG_APPEND, 3);
+    assert_non_null(a);
+    assert_int_equal(a->append.prev_index, 4);
+    assert_int_equal(a->append.prev_term, 1);
+    assert_int_equal(a->append.n_entries, 1);
+    raft_free(r);
+}
+
+static void test_snapshot_install_replies_success_at_its_index(void **state)
+{
+    const raft_term_t terms[] = {1, 1};
+    struct raft *r = node_new(2, 3);
+    struct raft_msg m = snapshot_msg(1, 2, 2, 5, 2);
+    struct raft_update u;
+    const struct raft_msg *resp;
+
+    (void)state;
+    load_terms(r, 1, 0, terms, 2);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_term(r), 2);
+    assert_int_equal(raft_leader(r), 1);
+    raft_get_update(r, &u);
+    assert_int_equal(u.snapshot_index, 5);
+    assert_int_equal(u.snapshot_term, 2);
+    assert_int_equal(u.commit, 5);
+    assert_true(u.hard_state_changed);
+    resp = find_msg(&u, RAFT_MSG_APPEND_RESP, 1);
+    assert_non_null(resp);
+    assert_int_equal(resp->term, 2);
+    assert_true(resp->append_resp.success);
+    assert_int_equal(resp->append_resp.index, 5);
+
+    /* Reported once. */
+    raft_get_update(r, &u);
+    assert_int_equal(u.snapshot_index, 0);
+    raft_free(r);
+}
+
+static void test_snapshot_matching_log_keeps_entries_after_it(void **state)
+{
+    const raft_term_t terms[] = {1, 1, 1, 2, 2};
+    struct raft *r = node_new(2, 3);
+    struct raft_msg m = snapshot_msg(1, 2, 2, 3, 1);
+    struct raft_update u;
+
+    (void)state;
+    load_terms(r, 2, 0, terms, 5);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_first_index(r), 4);
+    assert_int_equal(raft_prev_term(r), 1);
+    assert_int_equal(raft_last_index(r), 5);
+    assert_int_equal(raft_entry_at(r, 4)->term, 2);
+    assert_int_equal(raft_entry_at(r, 5)->term, 2);
+    assert_int_equal(raft_commit(r), 3);
+    assert_int_equal(raft_applied_index(r), 3);
+    raft_get_update(r, &u);
+    assert_int_equal(u.snapshot_index, 3);
+    assert_int_equal(u.snapshot_term, 1);
+    /* The kept entries are written again behind the snapshot. */
+    assert_int_equal(u.log_dirty_from, 4);
+    raft_free(r);
+}
+
+static void test_snapshot_conflicting_log_is_dropped(void **state)
+{
+    const raft_term_t terms[] = {1, 1, 1, 2, 2};
+    struct raft *r = node_new(2, 3);
+    struct raft_msg m = snapshot_msg(1, 2, 3, 4, 3);
+    struct raft_update u;
+
+    (void)state;
+    load_terms(r, 2, 0, terms, 5);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_first_index(r), 5);
+    assert_int_equal(raft_last_index(r), 4);
+    assert_int_equal(raft_prev_term(r), 3);
+    assert_null(raft_entry_at(r, 5));
+    assert_int_equal(raft_commit(r), 4);
+    raft_get_update(r, &u);
+    assert_int_equal(u.snapshot_index, 4);
+    assert_int_equal(u.log_dirty_from, 5);
+    raft_free(r);
+
+    /* A snapshot past the end of the log replaces it too. */
+    r = node_new(2, 3);
+    load_terms(r, 2, 0, terms, 5);
+    m = snapshot_msg(1, 2, 3, 9, 3);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_first_index(r), 10);
+    assert_int_equal(raft_last_index(r), 9);
+    assert_int_equal(raft_commit(r), 9);
+    raft_free(r);
+
+    /* So does a follower that never held an entry. */
+    r = node_new(2, 3);
+    m = snapshot_msg(1, 2, 3, 9, 3);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_first_index(r), 10);
+    assert_int_equal(raft_last_index(r), 9);
+    assert_int_equal(raft_prev_term(r), 3);
+    raft_free(r);
+}
+
+static void test_snapshot_not_ahead_of_commit_answered_with_commit(void **state)
+{
+    const raft_term_t terms[] = {1, 1, 1, 2, 2};
+    const raft_index_t indexes[] = {3, 4};
+    struct raft *r = node_new(2, 3);
+    struct raft_update u;
+    const struct raft_msg *resp;
+    size_t i;
+
+    (void)state;
+    load_terms(r, 2, 4, terms, 5);
+    for (i = 0; i < 2; i++) {
+        struct raft_msg m = snapshot_msg(1, 2, 2, indexes[i], terms[i + 2]);
+
+        assert_int_equal(raft_step(r, &m), 0);
+        raft_get_update(r, &u);
+        assert_int_equal(u.snapshot_index, 0);
+        assert_int_equal(u.log_dirty_from, 0);
+        resp = find_msg(&u, RAFT_MSG_APPEND_RESP, 1);
+        assert_non_null(resp);
+        assert_true(resp->append_resp.success);
+        assert_int_equal(resp->append_resp.index, 4);
+        assert_int_equal(raft_first_index(r), 1);
+        assert_int_equal(raft_last_index(r), 5);
+        assert_int_equal(raft_commit(r), 4);
+    }
+    raft_free(r);
+}
+
+/* raft_load() on a fresh core must refuse this state. */
+static void assert_load_corrupt(raft_term_t term,
+                                raft_index_t applied,
+                                raft_index_t first_index,
+                                raft_term_t prev_term,
+                                const raft_term_t *terms,
+                                size_t n)
+{
+    struct raft *r = node_new(1, 3);
+
+    assert_int_equal(raft_load(r, term, 0, applied, first_index, prev_term,
+                               make_entries(terms, n), n),
+                     IKD_ECORRUPT);
+    raft_free(r);
+}
+
+static void test_load_after_compaction_restores_prev_term(void **state)
+{
+    const raft_term_t terms[] = {2, 3};
+    const raft_term_t down[] = {1, 3};
+    struct raft *r = node_new(1, 3);
+    struct raft_update u;
+    const struct raft_msg *v;
+
+    (void)state;
+    assert_int_equal(raft_load(r, 3, 0, 5, 6, 2, make_entries(terms, 2), 2), 0);
+    assert_int_equal(raft_first_index(r), 6);
+    assert_int_equal(raft_prev_term(r), 2);
+    assert_int_equal(raft_last_index(r), 7);
+    assert_int_equal(raft_commit(r), 5);
+    assert_int_equal(raft_applied_index(r), 5);
+    assert_int_equal(raft_persisted_index(r), 7);
+    assert_null(raft_entry_at(r, 5));
+    assert_int_equal(raft_entry_at(r, 6)->term, 2);
+    assert_false(raft_has_update(r));
+    raft_free(r);
+
+    /* Everything compacted: the last entry is the compacted one, which
+     * is what a vote request reports (Raft 5.4.1). */
+    r = node_new(1, 3);
+    assert_int_equal(raft_load(r, 3, 0, 5, 6, 2, NULL, 0), 0);
+    assert_int_equal(raft_last_index(r), 5);
+    tick_until_candidate(r);
+    raft_get_update(r, &u);
+    v = find_msg(&u, RAFT_MSG_VOTE, 2);
+    assert_non_null(v);
+    assert_int_equal(v->vote.last_index, 5);
+    assert_int_equal(v->vote.last_term, 2);
+    raft_free(r);
+
+    assert_load_corrupt(3, 4, 6, 2, terms, 2); /* compacted, not applied */
+    assert_load_corrupt(3, 5, 6, 0, terms, 2); /* no term before the log */
+    assert_load_corrupt(3, 0, 1, 1, terms, 2); /* a term before index 1 */
+    assert_load_corrupt(3, 5, 6, 2, down, 2);  /* terms go down */
+    assert_load_corrupt(3, 5, 6, 4, terms, 2); /* prev_term past term */
+    assert_load_corrupt(3, 8, 6, 2, terms, 2); /* applied past the end */
+    assert_load_corrupt(3, 0, 0, 0, terms, 2); /* no index 0 */
+}
+
 /* ---- Simulated cluster ------------------------------------------------ */
 
 /* Seeds the random test runs; raise it for a longer search. */
@@ -2317,6 +2772,23 @@ int main(void)
         cmocka_unit_test(test_single_node_transfer_has_no_target),
         cmocka_unit_test(test_timeout_now_campaigns_at_once_as_transfer),
         cmocka_unit_test(test_match_index_reported_on_leader_only),
+        cmocka_unit_test(
+            test_compaction_keeps_last_compacted_term_for_consistency),
+        cmocka_unit_test(test_compact_refuses_index_not_applied_or_not_durable),
+        cmocka_unit_test(
+            test_leader_asks_snapshot_once_and_only_heartbeats_meanwhile),
+        cmocka_unit_test(
+            test_rejected_heartbeat_during_snapshot_changes_nothing),
+        cmocka_unit_test(test_snapshot_failed_asks_again_at_a_later_heartbeat),
+        cmocka_unit_test(test_rejection_reaching_snapshot_index_ends_wait),
+        cmocka_unit_test(
+            test_snapshot_success_ends_wait_and_replication_resumes),
+        cmocka_unit_test(test_snapshot_install_replies_success_at_its_index),
+        cmocka_unit_test(test_snapshot_matching_log_keeps_entries_after_it),
+        cmocka_unit_test(test_snapshot_conflicting_log_is_dropped),
+        cmocka_unit_test(
+            test_snapshot_not_ahead_of_commit_answered_with_commit),
+        cmocka_unit_test(test_load_after_compaction_restores_prev_term),
         cmocka_unit_test(test_random_cluster_keeps_safety_and_elects),
         cmocka_unit_test(test_five_node_cluster_survives_two_failures),
         cmocka_unit_test(test_same_seed_same_run),
