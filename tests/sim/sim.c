@@ -819,7 +819,9 @@ static void apply_ready(struct sim *s, size_t idx)
 {
     struct sim_node *sn = &s->nodes[idx];
     raft_index_t from = sn->d_sm.index;
-    raft_index_t upto = raft_commit(sn->r);
+    /* What an update said is committed: the core's commit index may have
+     * moved inside a call whose update was not collected yet. */
+    raft_index_t upto = sn->seen_commit;
     raft_index_t i;
 
     if (sn->installs_pending > 0) {
