@@ -89,6 +89,7 @@ struct kv_store
     raft_index_t applied;
     raft_index_t last_index;
     raft_index_t log_start;
+    bool sync_full; /* PRAGMA synchronous is FULL, not NORMAL */
     sqlite3_stmt *st[ST_END];
 };
 
@@ -370,6 +371,7 @@ int kv_store_open(const char *dir,
     rv = store_check(s->db, node_id, &fresh);
     if (rv == 0) {
         rv = store_pragmas(s->db);
+        s->sync_full = true;
     }
     if (rv == 0) {
         rv = store_create(s, node_id, fresh);
@@ -721,6 +723,33 @@ static int write_steps(struct kv_store *s, struct kv_batch *b)
     return rv;
 }
 
+/* Whether a batch promises durability.  One that only applies committed
+ * entries does not: the entries are durable in the log already, and the
+ * applied index moves in the same transaction as the state, so losing the
+ * transaction to a power cut only makes the node apply them again at
+ * restart.  Such a commit skips the fsync; the WAL holds it in order, and
+ * the next commit that syncs (or a checkpoint) makes it durable too. */
+static bool batch_needs_sync(const struct kv_batch *b)
+{
+    return b->hard_state || b->log_from != 0 || b->compact_to != 0 ||
+           b->install_path != NULL;
+}
+
+static int store_sync_mode(struct kv_store *s, bool full)
+{
+    int rv;
+
+    if (s->sync_full == full) {
+        return 0;
+    }
+    rv = kv_db_exec(s->db, full ? "PRAGMA synchronous = FULL"
+                                : "PRAGMA synchronous = NORMAL");
+    if (rv == 0) {
+        s->sync_full = full;
+    }
+    return rv;
+}
+
 int kv_store_write(struct kv_store *s, struct kv_batch *b)
 {
     raft_index_t last = batch_last(s, b);
@@ -755,7 +784,10 @@ int kv_store_write(struct kv_store *s, struct kv_batch *b)
             return rv;
         }
     }
-    rv = store_step(s, ST_BEGIN);
+    rv = store_sync_mode(s, batch_needs_sync(b));
+    if (rv == 0) {
+        rv = store_step(s, ST_BEGIN);
+    }
     if (rv == 0) {
         rv = write_steps(s, b);
         if (rv == 0) {

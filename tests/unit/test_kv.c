@@ -799,6 +799,55 @@ static void test_store_batch_persists_atomically(void **state)
     tmp_remove(dir);
 }
 
+/* A batch that only applies entries commits without waiting for the disk;
+ * batches that store entries still sync, and both kinds interleave on one
+ * connection.  Everything committed is there after a reopen. */
+static void test_store_apply_only_batches_interleave(void **state)
+{
+    char *dir = tmp_dir();
+    struct kv_store *s;
+    struct kv_state st;
+    struct raft_entry e[4];
+    struct kv_sm_result res;
+    char key[8];
+    uint8_t *v;
+    size_t len;
+    struct kv_reader *r;
+
+    (void)state;
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    for (size_t i = 0; i < 4; i++) {
+        struct kv_batch log = {
+            .log_from = i + 1, .entries = &e[i], .n_entries = 1};
+        struct kv_batch apply = {
+            .apply_from = i + 1, .apply = &e[i], .n_apply = 1, .results = &res};
+
+        snprintf(key, sizeof(key), "k%zu", i);
+        e[i] = (struct raft_entry){.term = 1, .type = RAFT_ENTRY_COMMAND};
+        e[i].data = encode_put(key, "v", &e[i].len);
+        assert_int_equal(kv_store_write(s, &log), 0);
+        assert_int_equal(kv_store_write(s, &apply), 0);
+        assert_int_equal(res.status, 0);
+    }
+    kv_store_close(s);
+
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    assert_int_equal(kv_store_load(s, &st), 0);
+    assert_int_equal(st.applied, 4);
+    assert_int_equal(st.n_entries, 4);
+    kv_state_free(&st);
+    assert_int_equal(kv_reader_open(dir, &r), 0);
+    assert_int_equal(kv_reader_get(r, "k3", 2, &v, &len), 0);
+    assert_int_equal(len, 1);
+    free(v);
+    kv_reader_close(r);
+    kv_store_close(s);
+    for (size_t i = 0; i < 4; i++) {
+        free(e[i].data);
+    }
+    tmp_remove(dir);
+}
+
 static void test_store_truncate_log(void **state)
 {
     char *dir = tmp_dir();
@@ -2542,6 +2591,7 @@ int main(void)
         cmocka_unit_test(test_store_open_reopen_node_id),
         cmocka_unit_test(test_store_refuses_foreign_files),
         cmocka_unit_test(test_store_batch_persists_atomically),
+        cmocka_unit_test(test_store_apply_only_batches_interleave),
         cmocka_unit_test(test_store_truncate_log),
         cmocka_unit_test(test_store_fault_rolls_back_everything),
         cmocka_unit_test(test_store_noop_not_applied),
