@@ -263,6 +263,9 @@ struct sim
 
     raft_id_t *leader_of_term;
     struct raft_entry *committed; /* every index any node committed */
+    /* committed_term[i - 1]: the term of the node that first saw index i
+     * committed, which is the term of the leader that committed it. */
+    raft_term_t *committed_term;
     size_t n_committed;
     struct raft_entry *applied; /* every index any node applied */
     uint64_t *digests;          /* digests[i - 1]: entries 1..i applied */
@@ -621,7 +624,10 @@ static void note_committed(struct sim *s,
             continue;
         }
         s->committed = xrealloc(s->committed, (size_t)i * sizeof(*e));
+        s->committed_term =
+            xrealloc(s->committed_term, (size_t)i * sizeof(*s->committed_term));
         entry_copy(&s->committed[i - 1], e);
+        s->committed_term[i - 1] = raft_term(r);
         s->n_committed = (size_t)i;
     }
 }
@@ -643,8 +649,11 @@ static const struct raft_entry *entry_view(struct sim *s,
     return &s->committed[index - 1];
 }
 
-/* Leader Completeness (Raft 5.4): a leader holds every committed entry,
- * in its log or, for the compacted prefix, in its state machine. */
+/* Leader Completeness (Raft 5.4): a leader holds every entry committed in
+ * its term or an earlier one, in its log or, for the compacted prefix, in
+ * its state machine.  A leader of an older term can still win an election
+ * with votes cast in that term after a newer leader committed entries; it
+ * cannot commit anything, since a majority already moved past its term. */
 static void check_leader_complete(struct sim *s, struct raft *r)
 {
     raft_index_t first = raft_first_index(r);
@@ -657,6 +666,9 @@ static void check_leader_complete(struct sim *s, struct raft *r)
     for (i = first; i <= s->n_committed; i++) {
         const struct raft_entry *e = raft_entry_at(r, i);
 
+        if (s->committed_term[i - 1] > raft_term(r)) {
+            continue;
+        }
         CHECK(e != NULL);
         CHECK(entry_equal(e, &s->committed[i - 1]));
     }
@@ -1211,6 +1223,7 @@ static void sim_free(struct sim *s)
     free(s->streams);
     free(s->leader_of_term);
     entries_free(s->committed, s->n_committed);
+    free(s->committed_term);
     entries_free(s->applied, s->n_applied);
     free(s->digests);
     free(s->props);
