@@ -90,6 +90,13 @@ struct kv_store
     raft_index_t last_index;
     raft_index_t log_start;
     bool sync_full; /* PRAGMA synchronous is FULL, not NORMAL */
+    /* Frames in the WAL after the latest commit, from the WAL hook; only
+     * the writing thread sets it. */
+    int wal_frames;
+    /* A second connection that copies the WAL back into the database, so
+     * that the writer never does it inside a commit; used by one thread
+     * at a time, possibly while the writer writes. */
+    sqlite3 *ckpt_db;
     sqlite3_stmt *st[ST_END];
 };
 
@@ -223,6 +230,14 @@ static int wal_cb(void *arg, int n, char **values, char **names)
     return 0;
 }
 
+static int wal_hook_cb(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((struct kv_store *)arg)->wal_frames = frames;
+    return SQLITE_OK;
+}
+
 /* Durability settings: every COMMIT is on disk when it returns. */
 static int store_pragmas(sqlite3 *db)
 {
@@ -331,6 +346,28 @@ static int store_mirror(struct kv_store *s)
     return rc == SQLITE_ROW ? 0 : kv_db_rv(s->db, rc);
 }
 
+/* The checkpoint connection, once the database exists.  SQLite's automatic
+ * checkpoints, which the writer would run inside a commit, give way to
+ * kv_store_checkpoint(). */
+static int store_open_checkpointer(struct kv_store *s, const char *path)
+{
+    int rc = sqlite3_open_v2(path, &s->ckpt_db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+
+    if (rc != SQLITE_OK) {
+        return kv_db_rv(s->ckpt_db, rc);
+    }
+    sqlite3_busy_timeout(s->ckpt_db, KV_DB_BUSY_TIMEOUT_MS);
+    /* A connection sees that the database is in WAL mode, and may
+     * checkpoint it, only once it has read from it. */
+    rc = kv_db_exec(s->ckpt_db, "SELECT count(*) FROM sqlite_master");
+    if (rc != 0) {
+        return rc;
+    }
+    sqlite3_wal_hook(s->db, wal_hook_cb, s);
+    return 0;
+}
+
 int kv_store_open(const char *dir,
                   raft_id_t node_id,
                   const struct kv_sm *sm,
@@ -359,7 +396,6 @@ int kv_store_open(const char *dir,
     rc = sqlite3_open_v2(
         path, &s->db,
         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    free(path);
     if (rc != SQLITE_OK) {
         rv = kv_db_rv(s->db, rc);
         goto err_after_open;
@@ -382,15 +418,21 @@ int kv_store_open(const char *dir,
     if (rv == 0) {
         rv = store_mirror(s);
     }
+    if (rv == 0) {
+        rv = store_open_checkpointer(s, path);
+    }
     if (rv != 0) {
         goto err_after_open;
     }
+    free(path);
     *out = s;
     return 0;
 
 err_after_open:
     kv_db_finalize_all(s->db);
     sqlite3_close(s->db);
+    sqlite3_close(s->ckpt_db);
+    free(path);
 err_after_alloc:
     free(s);
     return rv;
@@ -404,7 +446,24 @@ void kv_store_close(struct kv_store *s)
     /* The state machine's statements live on the same connection. */
     kv_db_finalize_all(s->db);
     sqlite3_close(s->db);
+    sqlite3_close(s->ckpt_db);
     free(s);
+}
+
+bool kv_store_wants_checkpoint(const struct kv_store *s)
+{
+    return s->wal_frames >= KV_CHECKPOINT_FRAMES;
+}
+
+int kv_store_checkpoint(struct kv_store *s)
+{
+    int rc;
+
+    /* PASSIVE copies what no reader still needs and never waits for the
+     * writer; the writer starts the WAL over once all of it was copied. */
+    rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                   NULL, NULL);
+    return rc == SQLITE_BUSY ? 0 : kv_db_rv(s->ckpt_db, rc);
 }
 
 /* Read one log row into e, which owns a malloc'd copy of the data. */

@@ -96,4 +96,19 @@ struct kv_batch
 
 int kv_store_write(struct kv_store *s, struct kv_batch *b);
 
+/* The WAL holds this many pages or more after a commit: time for
+ * kv_store_checkpoint(). */
+#define KV_CHECKPOINT_FRAMES 1000
+
+/* Whether the WAL grew to KV_CHECKPOINT_FRAMES as of the latest
+ * kv_store_write(); read it on the thread that wrote, or after it. */
+bool kv_store_wants_checkpoint(const struct kv_store *s);
+
+/* Copy the WAL's pages back into the database file on a connection of its
+ * own, so that commits never pay for it.  It may run on another thread
+ * while kv_store_write() runs, one call at a time, and never waits for
+ * the writer.  Returns 0 or a negative code (-EIO, -ENOSPC...); a failed
+ * checkpoint loses nothing, the pages stay in the WAL. */
+int kv_store_checkpoint(struct kv_store *s);
+
 #endif /* KV_STORE_H */

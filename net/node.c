@@ -157,6 +157,8 @@ struct node
     uint64_t stall_due_ns;
 
     struct job *running;
+    uv_work_t ckpt_work; /* kv_store_checkpoint() beside the jobs */
+    bool ckpt_running;
     bool retry_scheduled;
     uv_timer_t retry_timer;
 
@@ -168,7 +170,8 @@ struct node
     struct msg_list pend_msgs;
     raft_index_t commit;       /* latest commit the core reported */
     raft_index_t apply_queued; /* last index handed to a job to apply */
-    raft_index_t applied;      /* last index applied and durable */
+    /* Last index applied; durable once a batch that syncs followed. */
+    raft_index_t applied;
 
     /* Snapshots and compaction (see "snapshots" below). */
     raft_index_t snap_index; /* latest durable snapshot point */
@@ -321,6 +324,7 @@ static void process_updates(struct node *n);
 static void job_start(struct node *n);
 static void node_maybe_finish_stop(struct node *n);
 static void maybe_compact(struct node *n);
+static void maybe_checkpoint(struct node *n);
 static void compact_done(struct node *n, const struct job *j);
 static void install_done(struct node *n, const struct job *j);
 static void on_snapshot_taken(struct node *n, const struct raft_update *u);
@@ -594,11 +598,47 @@ static void job_after_cb(uv_work_t *work, int status)
         compact_done(n, j);
     }
     maybe_compact(n);
+    maybe_checkpoint(n);
     msgs_send(n, &j->after);
     job_free(j);
     waiters_poke(n);
     process_updates(n);
     job_start(n);
+}
+
+static void ckpt_work_cb(uv_work_t *work)
+{
+    struct node *n = work->data;
+    int rv = kv_store_checkpoint(n->store);
+
+    if (rv != 0) {
+        IKD_WARN(NODE_MOD, "WAL checkpoint failed: %s -> retry later",
+                 ikd_strerror(rv));
+    }
+}
+
+static void ckpt_after_cb(uv_work_t *work, int status)
+{
+    struct node *n = work->data;
+
+    (void)status;
+    n->ckpt_running = false;
+    node_maybe_finish_stop(n);
+}
+
+/* Copy the WAL back into the database on a worker of its own once it grew
+ * large, so that no commit of a job waits for it. */
+static void maybe_checkpoint(struct node *n)
+{
+    if (n->ckpt_running || n->stopping ||
+        !kv_store_wants_checkpoint(n->store)) {
+        return;
+    }
+    n->ckpt_work.data = n;
+    n->ckpt_running = true;
+    int rv = uv_queue_work(n->loop, &n->ckpt_work, ckpt_work_cb, ckpt_after_cb);
+    assert(rv == 0);
+    (void)rv;
 }
 
 static void job_start(struct node *n)
@@ -2278,7 +2318,7 @@ int node_start(uv_loop_t *loop,
 static void node_maybe_finish_stop(struct node *n)
 {
     if (n->open_handles > 0 || !n->transport_closed || n->running != NULL ||
-        n->snap_async > 0) {
+        n->snap_async > 0 || n->ckpt_running) {
         return;
     }
     void (*cb)(void *arg) = n->stop_cb;

@@ -848,6 +848,54 @@ static void test_store_apply_only_batches_interleave(void **state)
     tmp_remove(dir);
 }
 
+/* The WAL is copied back by kv_store_checkpoint() alone, on its own
+ * connection; once it has run, the next commit starts the WAL over, and
+ * nothing is lost. */
+static void test_store_checkpoint_on_its_own_connection(void **state)
+{
+    char *dir = tmp_dir();
+    struct kv_store *s;
+    struct kv_state st;
+    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_COMMAND};
+    struct kv_sm_result res;
+    raft_index_t i = 0;
+
+    (void)state;
+    e.data = encode_put("k", "v", &e.len);
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    while (!kv_store_wants_checkpoint(s)) {
+        struct kv_batch b = {.log_from = i + 1,
+                             .entries = &e,
+                             .n_entries = 1,
+                             .apply_from = i + 1,
+                             .apply = &e,
+                             .n_apply = 1,
+                             .results = &res};
+
+        assert_true(i < 10 * KV_CHECKPOINT_FRAMES);
+        assert_int_equal(kv_store_write(s, &b), 0);
+        i++;
+    }
+    assert_int_equal(kv_store_checkpoint(s), 0);
+    {
+        struct kv_batch b = {.log_from = i + 1, .entries = &e, .n_entries = 1};
+
+        assert_int_equal(kv_store_write(s, &b), 0);
+        i++;
+    }
+    assert_false(kv_store_wants_checkpoint(s));
+    kv_store_close(s);
+
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    assert_int_equal(kv_store_load(s, &st), 0);
+    assert_int_equal(st.applied, i - 1);
+    assert_int_equal(st.n_entries, i);
+    kv_state_free(&st);
+    kv_store_close(s);
+    free(e.data);
+    tmp_remove(dir);
+}
+
 static void test_store_truncate_log(void **state)
 {
     char *dir = tmp_dir();
@@ -2592,6 +2640,7 @@ int main(void)
         cmocka_unit_test(test_store_refuses_foreign_files),
         cmocka_unit_test(test_store_batch_persists_atomically),
         cmocka_unit_test(test_store_apply_only_batches_interleave),
+        cmocka_unit_test(test_store_checkpoint_on_its_own_connection),
         cmocka_unit_test(test_store_truncate_log),
         cmocka_unit_test(test_store_fault_rolls_back_everything),
         cmocka_unit_test(test_store_noop_not_applied),
