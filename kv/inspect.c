@@ -191,6 +191,25 @@ struct log_walk
     int64_t gaps, term_drops, above_term, undecodable;
 };
 
+/* A configuration entry as "config 1=HOST:PORT voter,...". */
+static void show_config(FILE *out, const void *data, size_t len)
+{
+    struct raft_membership m;
+    size_t i;
+
+    if (raft_membership_decode(data, len, &m) != 0) {
+        fprintf(out, "config undecodable bytes=%zu\n", len);
+        return;
+    }
+    fputs("config", out);
+    for (i = 0; i < m.n; i++) {
+        fprintf(out, "%s%u=%s %s", i == 0 ? " " : ", ",
+                (unsigned)m.servers[i].id, m.servers[i].addr,
+                m.servers[i].voter ? "voter" : "learner");
+    }
+    fputc('\n', out);
+}
+
 /* Check one entry against the previous one and print it when it is among
  * the last ones asked for. */
 static void walk_entry(struct inspect *in,
@@ -231,6 +250,8 @@ static void walk_entry(struct inspect *in,
     fprintf(in->out, "  %" PRId64 " term=%" PRId64 " ", idx, term);
     if (type == RAFT_ENTRY_NOOP) {
         fputs("noop\n", in->out);
+    } else if (type == RAFT_ENTRY_CONFIG) {
+        show_config(in->out, data, len);
     } else if (type != RAFT_ENTRY_COMMAND) {
         fprintf(in->out, "unknown-type=%" PRId64 " bytes=%zu\n", type, len);
     } else if (rv != 0) {
