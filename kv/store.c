@@ -86,9 +86,13 @@ static const char *const store_sql[ST_END] = {
     [ST_LOG_ALL] = "SELECT idx, term, type, data FROM log ORDER BY idx",
     [ST_LOG_LAST] = "SELECT max(idx) FROM log",
     [ST_LOG_COMPACT] = "DELETE FROM log WHERE idx <= ?1",
+    /* Never back to an older configuration: a recovery stores one as of
+     * the end of the log, which the entries applied after it must not
+     * replace. */
     [ST_CONF_SET] =
-        "INSERT OR REPLACE INTO conf(one, idx, data) "
-        "VALUES (1, ?1, ?2)",
+        "INSERT INTO conf(one, idx, data) VALUES (1, ?1, ?2) "
+        "ON CONFLICT(one) DO UPDATE SET idx = excluded.idx, "
+        "data = excluded.data WHERE excluded.idx >= conf.idx",
     [ST_CONF_GET] = "SELECT idx, data FROM conf WHERE one = 1",
 };
 
