@@ -212,6 +212,16 @@ static bool self_votes(const struct raft *r)
     return r->self_slot < r->conf.n && slot_votes(r, r->self_slot);
 }
 
+/* Raft 4.2.2: a server that its latest configuration removed may still be
+ * needed to elect a leader until that configuration commits (its log may
+ * be the only up-to-date one), so it campaigns without counting its own
+ * vote.  Learners never campaign. */
+static bool may_campaign(const struct raft *r)
+{
+    return self_votes(r) || (r->self_slot >= r->conf.n && r->conf.n > 0 &&
+                             r->conf_index > r->commit);
+}
+
 static size_t count_voters(const struct raft *r)
 {
     size_t i;
@@ -1811,7 +1821,7 @@ static void handle_prevote_resp(struct raft *r, const struct raft_msg *m)
 /* Raft 3.10: the leader asks this node to take over at once. */
 static void handle_timeout_now(struct raft *r, const struct raft_msg *m)
 {
-    if (r->role != RAFT_FOLLOWER || !self_votes(r)) {
+    if (r->role != RAFT_FOLLOWER || !may_campaign(r)) {
         return;
     }
     raft_logf(r, IKD_LOG_INFO,
@@ -2084,9 +2094,10 @@ void raft_tick(struct raft *r)
         tick_leader(r);
         return;
     }
-    if (++r->election_elapsed >= r->election_timeout && !self_votes(r)) {
-        /* Raft 4.2.1, 4.2.3: learners and removed servers never campaign;
-         * they only stop believing in a leader they no longer hear. */
+    if (++r->election_elapsed >= r->election_timeout && !may_campaign(r)) {
+        /* Raft 4.2.1, 4.2.3: learners and removed servers do not
+         * campaign; they only stop believing in a leader they no longer
+         * hear. */
         set_leader(r, 0);
         reset_election_timer(r);
         return;
@@ -2133,22 +2144,22 @@ static bool step_term(struct raft *r, const struct raft_msg *m)
  * the term. */
 static bool msg_is_valid(struct raft *r, const struct raft_msg *m)
 {
-    bool known = progress_of(r, m->from) != NULL;
-
     if (m->to != r->cfg.id || m->from == r->cfg.id || m->from == 0) {
         return false;
     }
-    /* A leader may be unknown here: this server may not have its
-     * configuration yet (it is being added), or the leader removed itself
-     * and hands over.  Votes come only from the configuration, so that
-     * removed servers cannot disturb it (Raft 4.2.3). */
+    /* Raft 4.1: requests are handled whatever the configuration says: a
+     * leader may be unknown here (this server is being added and has no
+     * configuration yet, or the leader removed itself and hands over), and
+     * a candidate may be in a configuration this server has not seen.
+     * Removed servers are kept out by pre-vote and by ignoring votes while
+     * a leader is heard (Raft 4.2.3); replies from servers outside the
+     * configuration are ignored by their handlers. */
     switch (m->type) {
         case RAFT_MSG_VOTE:
         case RAFT_MSG_VOTE_RESP:
         case RAFT_MSG_APPEND_RESP:
         case RAFT_MSG_PREVOTE:
         case RAFT_MSG_PREVOTE_RESP:
-            return known;
         case RAFT_MSG_TIMEOUT_NOW:
             return true;
         case RAFT_MSG_APPEND:

@@ -507,10 +507,10 @@ static void test_stale_term_append_rejected_with_newer_term(void **state)
     raft_free(r);
 }
 
-static void test_step_rejects_unknown_sender(void **state)
+static void test_step_rejects_misaddressed_message(void **state)
 {
     struct raft *r = node_new(1, 3);
-    struct raft_msg m = vote_req(9, 1, 1, 0, 0);
+    struct raft_msg m = vote_req(0, 1, 1, 0, 0);
 
     (void)state;
     assert_int_equal(raft_step(r, &m), IKD_EMALFORMED);
@@ -2978,15 +2978,32 @@ static void test_joining_server_follows_leader_outside_its_config(void **state)
     raft_free(r);
 }
 
-static void test_vote_from_outside_config_refused(void **state)
+/* Raft 4.2.3: a removed server's vote request is ignored while the
+ * leader is heard; without a leader, a server outside this one's
+ * configuration (it may be in a newer one) gets the vote. */
+static void test_vote_from_outside_config_only_without_leader(void **state)
 {
     struct raft_membership m = make_members(3, NULL, 0);
     struct raft *r = member_new(1, &m);
+    struct raft_msg hb = append_req(2, 1, 1, 0, 0, 0);
     struct raft_msg v = vote_req(4, 1, 5, 10, 5);
+    struct raft_update u;
+    const struct raft_msg *resp;
+    unsigned i;
 
     (void)state;
-    assert_int_equal(raft_step(r, &v), IKD_EMALFORMED);
-    assert_int_equal(raft_term(r), 0);
+    assert_int_equal(raft_step(r, &hb), 0);
+    assert_int_equal(raft_step(r, &v), 0);
+    assert_int_equal(raft_term(r), 1);
+    for (i = 0; i < 2 * ELECTION_TICKS && raft_leader(r) != 0; i++) {
+        raft_tick(r);
+    }
+    v = vote_req(4, 1, 5, 10, 5);
+    assert_int_equal(raft_step(r, &v), 0);
+    raft_get_update(r, &u);
+    resp = find_msg(&u, RAFT_MSG_VOTE_RESP, 4);
+    assert_non_null(resp);
+    assert_true(resp->vote_resp.granted);
     raft_free(r);
 }
 
@@ -3041,6 +3058,57 @@ static void test_compaction_and_snapshot_keep_configuration(void **state)
     raft_free(f);
 }
 
+/* Raft 4.2.2: until the configuration that removed it commits, a server
+ * may hold the only up-to-date log, so it campaigns, without its own
+ * vote; once the removal commits, it never does. */
+static void test_removed_server_campaigns_only_until_removal_commits(
+    void **state)
+{
+    struct raft_membership base = make_members(3, NULL, 0);
+    struct raft_membership two = make_members(2, NULL, 0);
+    struct raft *r = member_new(3, &base);
+    uint8_t buf[RAFT_MEMBERSHIP_MAX_BYTES];
+    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_CONFIG};
+    struct raft_msg m = append_req(1, 3, 1, 0, 0, 0);
+    struct raft_update u;
+    size_t len;
+    unsigned i;
+
+    (void)state;
+    assert_int_equal(raft_membership_encode(&two, buf, sizeof(buf), &len), 0);
+    e.len = (uint32_t)len;
+    e.data = buf;
+    m.append.entries = &e;
+    m.append.n_entries = 1;
+    assert_int_equal(raft_step(r, &m), 0);
+    persist_all(r);
+    tick_until_candidate(r);
+    raft_get_update(r, &u);
+    assert_non_null(find_msg(&u, RAFT_MSG_VOTE, 1));
+    assert_non_null(find_msg(&u, RAFT_MSG_VOTE, 2));
+    m = vote_resp(1, 3, raft_term(r), true);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_role(r), RAFT_CANDIDATE);
+    m = vote_resp(2, 3, raft_term(r), true);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_role(r), RAFT_LEADER);
+    raft_free(r);
+
+    /* The same removal, committed: no campaign. */
+    r = member_new(3, &base);
+    m = append_req(1, 3, 1, 0, 0, 1);
+    m.append.entries = &e;
+    m.append.n_entries = 1;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_commit(r), 1);
+    for (i = 0; i < 5 * ELECTION_TICKS; i++) {
+        raft_tick(r);
+    }
+    assert_int_equal(raft_role(r), RAFT_FOLLOWER);
+    assert_int_equal(raft_term(r), 1);
+    raft_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3054,7 +3122,7 @@ int main(void)
         cmocka_unit_test(test_leader_appends_noop_on_election),
         cmocka_unit_test(test_higher_term_makes_leader_step_down),
         cmocka_unit_test(test_stale_term_append_rejected_with_newer_term),
-        cmocka_unit_test(test_step_rejects_unknown_sender),
+        cmocka_unit_test(test_step_rejects_misaddressed_message),
         cmocka_unit_test(test_malformed_append_changes_nothing),
         cmocka_unit_test(test_leader_steps_down_without_quorum),
         cmocka_unit_test(test_leader_commits_only_own_term_by_counting),
@@ -3124,8 +3192,10 @@ int main(void)
         cmocka_unit_test(test_truncated_config_entry_restores_previous),
         cmocka_unit_test(test_learner_and_outsider_never_campaign),
         cmocka_unit_test(test_joining_server_follows_leader_outside_its_config),
-        cmocka_unit_test(test_vote_from_outside_config_refused),
+        cmocka_unit_test(test_vote_from_outside_config_only_without_leader),
         cmocka_unit_test(test_removed_leader_hands_over_once_committed),
+        cmocka_unit_test(
+            test_removed_server_campaigns_only_until_removal_commits),
         cmocka_unit_test(test_compaction_and_snapshot_keep_configuration),
     };
 
