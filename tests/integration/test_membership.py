@@ -7,7 +7,10 @@ import signal
 import threading
 import time
 
+import pytest
+
 import cluster as ck
+import conftest
 
 MEMBER_TIMEOUT_S = 30.0
 
@@ -266,3 +269,35 @@ def test_recover_from_lost_majority_with_one_node(cluster):
     assert c.wait_leader(among=[1], timeout=10) == 1
     assert members(c, 1) == want_members(c, [1])
     assert c.kill(1, sig=signal.SIGKILL) is not None
+
+
+@pytest.fixture
+def snap_cluster(request):
+    """Three nodes that compact their logs after a few entries, so that a
+    new server must catch up from a snapshot."""
+    c = ck.Cluster(name=request.node.name, extra_args=[
+        "--snapshot-threshold", "20", "--snapshot-trailing", "5"])
+    conftest._remember(request.node, c)
+    c.start()
+    c.wait_leader(timeout=10)
+    yield c
+    c.close(keep=conftest._failed(request.node))
+
+
+def test_new_server_catches_up_from_a_snapshot(snap_cluster):
+    c = snap_cluster
+    for k in range(60):
+        r = c.cli("set", "s/%d" % k, "v%d" % k)
+        assert r.ok, r
+    nid = join(c)
+    r = member(c, "add", str(nid), c.nodes[nid].addr, nodes=[1, 2, 3])
+    assert r.ok, r
+    assert "install it" in c.log_tail(nid, 400), "no snapshot was installed"
+    assert c.read(nid, "s/0") == b"v0"
+    assert c.read(nid, "s/59") == b"v59"
+    wait_members(c, c.ids(), voters=[1, 2, 3, nid])
+    # Its configuration came with the snapshot and the log after it, and
+    # is stored: a restart keeps it.
+    assert c.terminate(nid) == 0
+    c.restart(nid)
+    wait_members(c, [nid], voters=[1, 2, 3, nid])
