@@ -289,12 +289,19 @@ def test_new_server_catches_up_from_a_snapshot(snap_cluster):
     for k in range(60):
         r = c.cli("set", "s/%d" % k, "v%d" % k)
         assert r.ok, r
+    big = bytes(range(256)) * 1024
+    for k in range(40):
+        assert c.write(1, "big%d" % k, big).ok
     nid = join(c)
+    start = time.monotonic()
     r = member(c, "add", str(nid), c.nodes[nid].addr, nodes=[1, 2, 3])
     assert r.ok, r
+    print("add to voter through a snapshot of 10 MiB: %.3f s" %
+          (time.monotonic() - start))
     assert "install it" in c.log_tail(nid, 400), "no snapshot was installed"
     assert c.read(nid, "s/0") == b"v0"
     assert c.read(nid, "s/59") == b"v59"
+    assert c.read(nid, "big39") == big
     wait_members(c, c.ids(), voters=[1, 2, 3, nid])
     # Its configuration came with the snapshot and the log after it, and
     # is stored: a restart keeps it.
