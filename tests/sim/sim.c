@@ -2318,6 +2318,49 @@ static void scenario_snapshot(void)
         crashed, cut_off);
 }
 
+/* Raft 4.2.3: a server removed while it was cut off never hears of its
+ * removal and keeps asking for pre-votes once it is back; the servers
+ * that hear their leader refuse it, so the leader keeps its term. */
+static void scenario_removed_server(void)
+{
+    struct raft_config base = default_base();
+    struct sim s;
+    struct raft *l;
+    raft_id_t leader;
+    raft_term_t term;
+    raft_index_t index;
+    raft_id_t victim;
+    unsigned t;
+
+    sim_init(&s, 3, 2024, &base);
+    wait_leader(&s, 0, 200);
+    l = find_leader(&s);
+    leader = raft_id(l);
+    victim = leader % 3 + 1;
+    isolate(&s, victim);
+    CHECK(raft_change(l, RAFT_CHANGE_REMOVE, victim, NULL) == 0);
+    raft_membership(l, &index);
+    process(&s, leader - 1);
+    for (t = 0; t < 200 && raft_commit(l) < index; t++) {
+        run_ticks(&s, 1);
+    }
+    CHECK(raft_commit(l) >= index);
+    term = raft_term(l);
+    run_ticks(&s, 20 * SIM_ELECTION_TICKS);
+
+    heal(&s);
+    run_ticks(&s, 50 * SIM_ELECTION_TICKS);
+    l = find_leader(&s);
+    CHECK(l != NULL && raft_id(l) == leader && raft_term(l) == term);
+    CHECK(raft_membership_find(raft_membership(s.nodes[victim - 1].r, NULL),
+                               victim) != NULL);
+    check_liveness(&s);
+    sim_free(&s);
+    printf(
+        "scenario removed server: never told, it came back and the leader "
+        "kept its term\n");
+}
+
 /* ---- Main --------------------------------------------------------------- */
 
 static uint64_t parse_u64(const char *text)
@@ -2376,6 +2419,8 @@ int main(int argc, char **argv)
         scenario_isolated_leader();
         scenario = "rejoin";
         scenario_rejoin();
+        scenario = "removed server";
+        scenario_removed_server();
         scenario = "transfer";
         scenario_transfer();
         scenario = "snapshot";
