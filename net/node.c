@@ -16,6 +16,7 @@
 
 #include "node.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
@@ -1277,6 +1278,7 @@ static void client_transfer(struct node *n,
 static int parse_host_port(const char *addr, size_t len, struct net_peer *p)
 {
     const char *colon = memrchr(addr, ':', len);
+    struct in_addr in;
     unsigned long port = 0;
     size_t hlen;
     size_t i;
@@ -1300,6 +1302,10 @@ static int parse_host_port(const char *addr, size_t len, struct net_peer *p)
     memcpy(p->host, addr, hlen);
     p->host[hlen] = 0;
     p->port = (uint16_t)port;
+    /* Servers listen on numeric IPv4 addresses (as --cluster requires). */
+    if (inet_pton(AF_INET, p->host, &in) != 1) {
+        return -EINVAL;
+    }
     return 0;
 }
 

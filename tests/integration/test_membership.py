@@ -308,3 +308,14 @@ def test_new_server_catches_up_from_a_snapshot(snap_cluster):
     assert c.terminate(nid) == 0
     c.restart(nid)
     wait_members(c, [nid], voters=[1, 2, 3, nid])
+
+
+def test_member_requests_refused_with_exit_2(cluster):
+    c = cluster
+    for args in (("add", "9", "nowhere:1"), ("add", "9", "127.0.0.1"),
+                 ("add", "2", "127.0.0.1:1"), ("remove", "x"), ("frob",),
+                 ("add", "0", "127.0.0.1:1")):
+        r = member(c, *args, timeout_ms=3000)
+        assert r.rc == 2 and len(r.errtext.splitlines()) == 1, (args, r)
+    r = member(c, "list")
+    assert r.ok and len(r.text.splitlines()) == 3, r
