@@ -152,8 +152,9 @@ def test_grow_3_to_5_and_shrink_to_3_while_writing(cluster):
     ck.wait_until(lambda: len(w.acked) >= n + 3, 15, what="writes after")
     w.stop()
     print("membership: add to voter %s s; longest gap between writes while "
-          "growing %.3f s, while shrinking %.3f s" %
-          (["%.3f" % t for t in to_voter], gap_grow, gap_shrink))
+          "growing %.3f s, while shrinking %.3f s; %d writes, %d failed" %
+          (["%.3f" % t for t in to_voter], gap_grow, gap_shrink,
+           len(w.acked), w.failures))
     assert gap_grow < 5 and gap_shrink < 5
     for i in (1, 2, 3):
         w.check(i)
@@ -185,7 +186,8 @@ def test_remove_leader_hands_over_and_cluster_goes_on(cluster):
     assert int(c.ikada(new, "term")) == term, "the removed server disturbed"
     assert c.wait_leader(among=rest) == new
     w.stop()
-    print("remove leader: longest gap between writes %.3f s" % gap)
+    print("remove leader: longest gap between writes %.3f s; %d writes, %d "
+          "failed" % (gap, len(w.acked), w.failures))
     for i in rest:
         w.check(i)
     # A removed server restarted with its data stays out.
