@@ -691,7 +691,8 @@ static json_t *fs_addr_json(const struct net_peer *p)
 }
 
 static json_t *fs_status_json(const struct node_info *in,
-                              const struct node_config *cfg)
+                              const struct node_config *cfg,
+                              const struct raft_membership *ms)
 {
     const struct net_peer *lp = fs_peer(cfg, in->leader);
     json_t *o = json_object();
@@ -703,12 +704,13 @@ static json_t *fs_status_json(const struct node_info *in,
         json_object_set_new(leader, "id", json_integer(lp->id));
         json_object_set_new(leader, "addr", fs_addr_json(lp));
     }
-    for (size_t i = 0; i < cfg->n_peers; i++) {
+    for (size_t i = 0; i < ms->n; i++) {
         json_t *m = json_object();
 
-        json_object_set_new(m, "id", json_integer(cfg->peers[i].id));
-        json_object_set_new(m, "addr", fs_addr_json(&cfg->peers[i]));
-        json_object_set_new(m, "role", json_string("voter"));
+        json_object_set_new(m, "id", json_integer(ms->servers[i].id));
+        json_object_set_new(m, "addr", json_string(ms->servers[i].addr));
+        json_object_set_new(
+            m, "role", json_string(ms->servers[i].voter ? "voter" : "learner"));
         json_array_append_new(members, m);
     }
 
@@ -741,6 +743,7 @@ static void fs_meta_metrics(struct fs *f, FILE *out)
 static void fs_meta_print(struct fs *f, size_t idx, FILE *out)
 {
     const struct node_config *cfg = node_get_config(f->node);
+    const struct raft_membership *ms = node_get_members(f->node);
     const struct net_peer *p;
     struct node_info in;
     json_t *o;
@@ -773,14 +776,14 @@ static void fs_meta_print(struct fs *f, size_t idx, FILE *out)
             fprintf(out, "%llu\n", (unsigned long long)in.applied);
             break;
         case 6:
-            for (size_t i = 0; i < cfg->n_peers; i++) {
-                p = &cfg->peers[i];
-                fprintf(out, "%u %s:%u voter\n", (unsigned)p->id, p->host,
-                        (unsigned)p->port);
+            for (size_t i = 0; i < ms->n; i++) {
+                fprintf(out, "%u %s %s\n", (unsigned)ms->servers[i].id,
+                        ms->servers[i].addr,
+                        ms->servers[i].voter ? "voter" : "learner");
             }
             break;
         case 7:
-            o = fs_status_json(&in, cfg);
+            o = fs_status_json(&in, cfg, ms);
             s = json_dumps(o, JSON_COMPACT);
             fprintf(out, "%s\n", s != NULL ? s : "{}");
             free(s);

@@ -191,6 +191,25 @@ struct log_walk
     int64_t gaps, term_drops, above_term, undecodable;
 };
 
+/* A configuration entry as "config 1=HOST:PORT voter,...". */
+static void show_config(FILE *out, const void *data, size_t len)
+{
+    struct raft_membership m;
+    size_t i;
+
+    if (raft_membership_decode(data, len, &m) != 0) {
+        fprintf(out, "config undecodable bytes=%zu\n", len);
+        return;
+    }
+    fputs("config", out);
+    for (i = 0; i < m.n; i++) {
+        fprintf(out, "%s%u=%s %s", i == 0 ? " " : ", ",
+                (unsigned)m.servers[i].id, m.servers[i].addr,
+                m.servers[i].voter ? "voter" : "learner");
+    }
+    fputc('\n', out);
+}
+
 /* Check one entry against the previous one and print it when it is among
  * the last ones asked for. */
 static void walk_entry(struct inspect *in,
@@ -231,6 +250,8 @@ static void walk_entry(struct inspect *in,
     fprintf(in->out, "  %" PRId64 " term=%" PRId64 " ", idx, term);
     if (type == RAFT_ENTRY_NOOP) {
         fputs("noop\n", in->out);
+    } else if (type == RAFT_ENTRY_CONFIG) {
+        show_config(in->out, data, len);
     } else if (type != RAFT_ENTRY_COMMAND) {
         fprintf(in->out, "unknown-type=%" PRId64 " bytes=%zu\n", type, len);
     } else if (rv != 0) {
@@ -437,6 +458,35 @@ static int inspect_open(const char *dir, sqlite3 **db, const char **why)
     return 0;
 }
 
+/* The stored configuration (Raft 4): it must decode. */
+static void inspect_conf(struct inspect *in)
+{
+    sqlite3_stmt *st;
+    struct raft_membership m;
+
+    if (sqlite3_prepare_v2(in->db, "SELECT idx, data FROM conf", -1, &st,
+                           NULL) != SQLITE_OK) {
+        fail(in, "conf table unreadable: %s", sqlite3_errmsg(in->db));
+        return;
+    }
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        const void *data = sqlite3_column_blob(st, 1);
+        size_t len = (size_t)sqlite3_column_bytes(st, 1);
+
+        fprintf(in->out, "configuration as of index %" PRId64 ": ",
+                (int64_t)sqlite3_column_int64(st, 0));
+        show_config(in->out, data, len);
+        if (raft_membership_decode(data, len, &m) == 0) {
+            pass(in, "the stored configuration decodes");
+        } else {
+            fail(in, "the stored configuration does not decode");
+        }
+    } else {
+        fputs("configuration: none stored\n", in->out);
+    }
+    sqlite3_finalize(st);
+}
+
 int kv_inspect(const char *dir,
                const struct kv_inspect_opts *opts,
                FILE *out,
@@ -460,6 +510,9 @@ int kv_inspect(const char *dir,
 
     fprintf(out, "database: %s/%s\n", dir, KV_DB_NAME);
     inspect_meta(&in);
+    if (has_table(in.db, "conf")) {
+        inspect_conf(&in);
+    }
     inspect_tables(&in);
     inspect_log(&in, opts->max_entries);
     if (has_table(in.db, "inode")) {

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <zlib.h>
@@ -147,6 +148,13 @@ static int copy_state(sqlite3 *db,
     if (rv == 0) {
         rv = sm->ops->snapshot(sm->ctx, db, "snap");
     }
+    /* Raft 7: the configuration as of the snapshot's index travels with
+     * it. */
+    if (rv == 0) {
+        rv = kv_db_exec(db,
+                        "CREATE TABLE snap.conf AS "
+                        "SELECT one, idx, data FROM main.conf");
+    }
     if (rv == 0) {
         rv = kv_db_exec(db, "COMMIT");
     }
@@ -261,4 +269,50 @@ int kv_snapshot_check(sqlite3 *db,
     return v[0] == KV_SNAP_FORMAT && v[1] == index && v[2] == term
                ? 0
                : IKD_ECORRUPT;
+}
+
+int kv_snapshot_conf(const char *path,
+                     bool *found,
+                     raft_index_t *index,
+                     uint8_t *buf,
+                     size_t cap,
+                     size_t *len)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc;
+    int rv;
+
+    *found = false;
+    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                         NULL);
+    rv = rc == SQLITE_OK ? 0 : kv_db_rv(db, rc);
+    if (rv == 0) {
+        rc = sqlite3_prepare_v2(db, "SELECT idx, data FROM conf LIMIT 1", -1,
+                                &st, NULL);
+        /* A snapshot without the table carries no configuration. */
+        if (rc != SQLITE_OK) {
+            sqlite3_close(db);
+            return 0;
+        }
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            sqlite3_int64 idx = sqlite3_column_int64(st, 0);
+            int n = sqlite3_column_bytes(st, 1);
+
+            if (idx < 0 || n < 0 || (size_t)n > cap) {
+                rv = IKD_ECORRUPT;
+            } else {
+                memcpy(buf, sqlite3_column_blob(st, 1), (size_t)n);
+                *len = (size_t)n;
+                *index = (raft_index_t)idx;
+                *found = true;
+            }
+        } else if (rc != SQLITE_DONE) {
+            rv = IKD_ECORRUPT;
+        }
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return rv;
 }

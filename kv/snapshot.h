@@ -8,6 +8,7 @@
  *     'format'  KV_SNAP_FORMAT; refused when different
  *     'index'   the last log index whose effect the state includes
  *     'term'    the term of that entry
+ *   conf(one, idx, data): the configuration as of 'index' (kv/store.h),
  *   and the state machine's tables, written by its snapshot() operation
  *   (kv/sm.h).
  *
@@ -18,6 +19,8 @@
 #ifndef KV_SNAPSHOT_H
 #define KV_SNAPSHOT_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <sqlite3.h>
@@ -55,5 +58,16 @@ int kv_snapshot_check(sqlite3 *db,
                       const char *schema,
                       raft_index_t index,
                       raft_term_t term);
+
+/* The configuration a snapshot file holds (table conf, as in the store):
+ * *found false when it holds none; else the encoded configuration in
+ * buf (cap bytes), its length in *len and the index of its entry in
+ * *index.  Returns 0, or a negative code for a file that cannot be read. */
+int kv_snapshot_conf(const char *path,
+                     bool *found,
+                     raft_index_t *index,
+                     uint8_t *buf,
+                     size_t cap,
+                     size_t *len);
 
 #endif /* KV_SNAPSHOT_H */

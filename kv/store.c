@@ -39,6 +39,14 @@
  *     one row a raft entry; indexes are contiguous from log_start; data is
  *     the command as proposed.
  *
+ *   conf(one INTEGER PRIMARY KEY CHECK (one = 1), idx INTEGER NOT NULL,
+ *        data BLOB NOT NULL)
+ *     at most one row: the configuration as of the applied index (Raft 4),
+ *     encoded by raft_membership_encode(), and the index of its entry (0
+ *     for one given at bootstrap or by a recovery).  Written in the
+ *     transaction that applies its entry; it travels in snapshots, so it
+ *     outlives the compaction of that entry.
+ *
  * The state machine's own tables live in the same database and are
  * described where they are defined.  Integers are SQLite's signed 64-bit
  * values: terms, indexes and inode numbers stay far below 2^63. */
@@ -58,6 +66,8 @@ enum {
     ST_LOG_ALL,
     ST_LOG_LAST,
     ST_LOG_COMPACT,
+    ST_CONF_SET,
+    ST_CONF_GET,
     ST_END
 };
 
@@ -76,6 +86,14 @@ static const char *const store_sql[ST_END] = {
     [ST_LOG_ALL] = "SELECT idx, term, type, data FROM log ORDER BY idx",
     [ST_LOG_LAST] = "SELECT max(idx) FROM log",
     [ST_LOG_COMPACT] = "DELETE FROM log WHERE idx <= ?1",
+    /* Never back to an older configuration: a recovery stores one as of
+     * the end of the log, which the entries applied after it must not
+     * replace. */
+    [ST_CONF_SET] =
+        "INSERT INTO conf(one, idx, data) VALUES (1, ?1, ?2) "
+        "ON CONFLICT(one) DO UPDATE SET idx = excluded.idx, "
+        "data = excluded.data WHERE excluded.idx >= conf.idx",
+    [ST_CONF_GET] = "SELECT idx, data FROM conf WHERE one = 1",
 };
 
 struct kv_store
@@ -286,7 +304,10 @@ static int store_create(struct kv_store *s, raft_id_t node_id, bool fresh)
                     "key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
                     "CREATE TABLE IF NOT EXISTS log("
                     "idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, "
-                    "type INTEGER NOT NULL, data BLOB NOT NULL);");
+                    "type INTEGER NOT NULL, data BLOB NOT NULL);"
+                    "CREATE TABLE IF NOT EXISTS conf("
+                    "one INTEGER PRIMARY KEY CHECK (one = 1), "
+                    "idx INTEGER NOT NULL, data BLOB NOT NULL);");
     if (rv == 0 && fresh) {
         rv = store_create_meta(s->db, node_id);
     }
@@ -474,7 +495,9 @@ static int load_entry(sqlite3_stmt *st, struct raft_entry *e)
     int len = sqlite3_column_bytes(st, 3);
     const void *data = sqlite3_column_blob(st, 3);
 
-    if (term < 0 || (type != RAFT_ENTRY_NOOP && type != RAFT_ENTRY_COMMAND) ||
+    if (term < 0 ||
+        (type != RAFT_ENTRY_NOOP && type != RAFT_ENTRY_COMMAND &&
+         type != RAFT_ENTRY_CONFIG) ||
         sqlite3_column_type(st, 3) != SQLITE_BLOB || len < 0) {
         return IKD_ECORRUPT;
     }
@@ -490,6 +513,68 @@ static int load_entry(sqlite3_stmt *st, struct raft_entry *e)
         memcpy(e->data, data, (size_t)len);
     }
     return 0;
+}
+
+static int conf_set(struct kv_store *s,
+                    raft_index_t index,
+                    const void *data,
+                    size_t len)
+{
+    sqlite3_stmt *st = s->st[ST_CONF_SET];
+    int rv;
+
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)index);
+    sqlite3_bind_blob(st, 2, len > 0 ? data : "", (int)len, SQLITE_STATIC);
+    rv = store_step(s, ST_CONF_SET);
+    sqlite3_clear_bindings(st);
+    return rv;
+}
+
+int kv_store_set_conf(struct kv_store *s,
+                      raft_index_t index,
+                      const void *data,
+                      size_t len)
+{
+    int rv = store_step(s, ST_BEGIN);
+
+    if (rv != 0) {
+        return rv;
+    }
+    rv = conf_set(s, index, data, len);
+    if (rv == 0) {
+        rv = store_step(s, ST_COMMIT);
+    }
+    if (rv != 0 && !sqlite3_get_autocommit(s->db)) {
+        store_step(s, ST_ROLLBACK);
+    }
+    return rv;
+}
+
+/* The stored configuration into st, if any. */
+static int load_conf(struct kv_store *s, struct kv_state *st)
+{
+    sqlite3_stmt *q = s->st[ST_CONF_GET];
+    int rc = sqlite3_step(q);
+    int rv = 0;
+
+    if (rc == SQLITE_ROW) {
+        sqlite3_int64 idx = sqlite3_column_int64(q, 0);
+        const void *data = sqlite3_column_blob(q, 1);
+        int len = sqlite3_column_bytes(q, 1);
+
+        if (idx < 0 || len < 0 || (size_t)len > sizeof(st->conf_data)) {
+            rv = IKD_ECORRUPT;
+        } else {
+            st->has_conf = true;
+            st->conf_index = (raft_index_t)idx;
+            st->conf_len = (size_t)len;
+            memcpy(st->conf_data, data, (size_t)len);
+        }
+    } else if (rc != SQLITE_DONE) {
+        rv = kv_db_rv(s->db, rc);
+    }
+    sqlite3_reset(q);
+    return rv;
 }
 
 static int load_log(struct kv_store *s, struct kv_state *st)
@@ -584,7 +669,10 @@ int kv_store_load(struct kv_store *s, struct kv_state *st)
         return rv;
     }
 
-    rv = load_log(s, st);
+    rv = load_conf(s, st);
+    if (rv == 0) {
+        rv = load_log(s, st);
+    }
     if (rv == 0 && st->n_entries > 0 && st->first_index != s->log_start) {
         rv = IKD_ECORRUPT; /* a hole after the compacted entries */
     }
@@ -645,6 +733,10 @@ static int write_apply(struct kv_store *s, struct kv_batch *b)
 
         res->status = 0;
         res->value = 0;
+        if (e->type == RAFT_ENTRY_CONFIG) {
+            rv = conf_set(s, b->apply_from + i, e->data, e->len);
+            continue;
+        }
         if (e->type == RAFT_ENTRY_NOOP || s->sm == NULL) {
             continue;
         }
@@ -679,6 +771,32 @@ static int write_compact(struct kv_store *s, const struct kv_batch *b)
     return rv;
 }
 
+/* The snapshot's configuration replaces ours; a snapshot without one
+ * (made before configurations were stored) leaves ours in place. */
+static int install_conf(struct kv_store *s)
+{
+    sqlite3_stmt *st;
+    int rc;
+    bool has;
+
+    rc = sqlite3_prepare_v2(s->db,
+                            "SELECT count(*) FROM snap.sqlite_master "
+                            "WHERE type = 'table' AND name = 'conf'",
+                            -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        return kv_db_rv(s->db, rc);
+    }
+    rc = sqlite3_step(st);
+    has = rc == SQLITE_ROW && sqlite3_column_int(st, 0) == 1;
+    sqlite3_finalize(st);
+    if (!has) {
+        return 0;
+    }
+    return kv_db_exec(s->db,
+                      "DELETE FROM main.conf; INSERT INTO main.conf(one, idx, "
+                      "data) SELECT 1, idx, data FROM snap.conf LIMIT 1");
+}
+
 /* Step 0 of kv_store_write(), with the snapshot attached as "snap". */
 static int write_install(struct kv_store *s, const struct kv_batch *b)
 {
@@ -689,6 +807,9 @@ static int write_install(struct kv_store *s, const struct kv_batch *b)
         rv = s->sm != NULL && s->sm->ops->restore != NULL
                  ? s->sm->ops->restore(s->sm->ctx, s->db, "snap")
                  : IKD_ECORRUPT;
+    }
+    if (rv == 0) {
+        rv = install_conf(s);
     }
     if (rv == 0) {
         rv = kv_db_exec(s->db, "DELETE FROM log");

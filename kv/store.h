@@ -47,9 +47,24 @@ struct kv_state
     raft_term_t prev_term;    /* term of entry first_index - 1, or 0 */
     struct raft_entry *entries;
     size_t n_entries;
+    /* The stored configuration (see kv_store_set_conf()), if has_conf. */
+    bool has_conf;
+    raft_index_t conf_index;
+    uint8_t conf_data[RAFT_MEMBERSHIP_MAX_BYTES];
+    size_t conf_len;
 };
 
 int kv_store_load(struct kv_store *s, struct kv_state *st);
+
+/* Store data (an encoded struct raft_membership) as the configuration as
+ * of entry index, in a transaction of its own.  Applying an entry of type
+ * RAFT_ENTRY_CONFIG does the same inside its batch; this call is for a
+ * configuration given at bootstrap (index 0) or by a recovery.  Returns 0
+ * or a negative code. */
+int kv_store_set_conf(struct kv_store *s,
+                      raft_index_t index,
+                      const void *data,
+                      size_t len);
 void kv_state_free(struct kv_state *st);
 
 /* One unit of durable work, done in one transaction and one fsync:
@@ -66,7 +81,8 @@ void kv_state_free(struct kv_state *st);
  *   4. if compact_to: delete entries <= compact_to (all applied before
  *      this batch; compact_term is the term of entry compact_to) and
  *      record snap_index, snap_term as the latest snapshot point.
- * Entries of type RAFT_ENTRY_NOOP are applied as nothing (status 0).
+ * Entries of type RAFT_ENTRY_NOOP are applied as nothing (status 0);
+ * entries of type RAFT_ENTRY_CONFIG replace the stored configuration.
  * Returns 0, or a negative code after rolling everything back (-ENOSPC,
  * -EIO, IKD_ECORRUPT...). */
 struct kv_batch

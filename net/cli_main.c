@@ -58,6 +58,13 @@ static void usage(FILE *f)
         "  transfer [ID]      move leadership to ID, or to the most "
         "up-to-date follower;\n"
         "                     returns once it moved (exit 2: unknown ID)\n"
+        "  member list        a line a server: ID HOST:PORT voter|learner\n"
+        "  member add ID HOST:PORT\n"
+        "                     add a server started with --join; returns "
+        "once it\n"
+        "                     is a voter (exit 3: another change in "
+        "progress)\n"
+        "  member remove ID   remove a server; returns once committed\n"
         "  bench [OPTIONS]    closed-loop load (see ikada bench --help)\n"
         "options:\n"
         "  --cluster LIST     default $IKADA_CLUSTER, else " DEFAULT_CLUSTER
@@ -344,6 +351,55 @@ static int cmd_transfer(struct ikada_client *c, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* member list | add ID HOST:PORT | remove ID (Raft 4). */
+static int cmd_member(struct ikada_client *c, int argc, char **argv)
+{
+    unsigned long id = 0;
+    char *text = NULL;
+    char *end;
+    int rv;
+
+    if (argc == 2 && strcmp(argv[1], "list") == 0) {
+        rv = ikada_member_list(c, &text);
+        if (rv == 0) {
+            fputs(text, stdout);
+            free(text);
+            return EXIT_OK;
+        }
+    } else {
+        bool add = argc == 4 && strcmp(argv[1], "add") == 0;
+
+        if (!add && !(argc == 3 && strcmp(argv[1], "remove") == 0)) {
+            return usage_error("member list | add ID HOST:PORT | remove ID");
+        }
+        errno = 0;
+        id = strtoul(argv[2], &end, 10);
+        if (errno != 0 || *end != '\0' || end == argv[2] || id == 0 ||
+            id > UINT32_MAX || argv[2][0] == '-') {
+            return usage_error("member takes a server id (1, 2, ...)");
+        }
+        rv = ikada_member_change(c, add, (uint32_t)id, add ? argv[3] : NULL);
+        if (rv == 0) {
+            return EXIT_OK;
+        }
+    }
+    if (rv == -EINVAL) {
+        fprintf(stderr,
+                "ikada: member: refused: the id is present at another "
+                "address, the address is not HOST:PORT, or it is the last "
+                "voter\n");
+        return EXIT_USAGE;
+    }
+    if (rv == IKD_ECHANGING) {
+        fprintf(stderr,
+                "ikada: member: another membership change is in "
+                "progress; try again once it is done\n");
+        return EXIT_CLUSTER;
+    }
+    fprintf(stderr, "ikada: member: %s\n", ikd_strerror(rv));
+    return EXIT_CLUSTER;
+}
+
 /* Global options come before the command; everything after it belongs to
  * the command, so a VALUE that starts with '-' is not taken for one. */
 /* inspect [--tail N] DATA_DIR: needs no cluster, only the folder. */
@@ -459,6 +515,8 @@ int main(int argc, char **argv)
         rv = cmd_status(c, n_args);
     } else if (strcmp(cmd, "transfer") == 0) {
         rv = cmd_transfer(c, n_args, args);
+    } else if (strcmp(cmd, "member") == 0) {
+        rv = cmd_member(c, n_args, args);
     } else if (strcmp(cmd, "bench") == 0) {
         rv = net_bench_main(o.cluster, o.timeout_ms, n_args, args);
     } else {

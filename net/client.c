@@ -384,11 +384,14 @@ static int exchange(int fd,
 }
 
 /* Whether a node's answer means "ask another node", not a result. */
+/* IKD_EBUSY: the leader appended nothing (it hands leadership over, for a
+ * transfer or because a membership change removed it, or too much is
+ * uncommitted), so asking again is safe. */
 static bool is_retryable(int status)
 {
     return status == IKD_ENOTLEADER || status == IKD_ENOLEADER ||
            status == IKD_ESHUTDOWN || status == IKD_ETIMEDOUT ||
-           status == IKD_ELOST;
+           status == IKD_ELOST || status == IKD_EBUSY;
 }
 
 /* Pick the next node after a failure, and wait a little before trying it,
@@ -789,6 +792,59 @@ int ikada_transfer(struct ikada_client *c, uint32_t target)
         sleep_ms(BACKOFF_MS, deadline);
     }
     return IKD_ETIMEDOUT;
+}
+
+int ikada_member_list(struct ikada_client *c, char **text)
+{
+    struct net_client_req req = {.op = NET_OP_MEMBER_LIST};
+    struct reply r = {0};
+    int rv = call_leader(c, &req, &r);
+
+    if (rv != 0) {
+        return rv;
+    }
+    rv = r.msg.resp.status;
+    if (rv == 0) {
+        *text = malloc(r.msg.resp.data_len + 1);
+        if (*text == NULL) {
+            rv = -ENOMEM;
+        } else {
+            if (r.msg.resp.data_len > 0) {
+                memcpy(*text, r.msg.resp.data, r.msg.resp.data_len);
+            }
+            (*text)[r.msg.resp.data_len] = 0;
+        }
+    }
+    reply_free(&r);
+    return rv;
+}
+
+int ikada_member_change(struct ikada_client *c,
+                        bool add,
+                        uint32_t id,
+                        const char *addr)
+{
+    struct net_client_req req = {.op = add ? NET_OP_MEMBER_ADD
+                                           : NET_OP_MEMBER_REMOVE};
+    struct reply r = {0};
+    char key[32 + IKD_MAX_ADDR_BYTES];
+    int len;
+    int rv;
+
+    if (add && (addr == NULL || strlen(addr) >= IKD_MAX_ADDR_BYTES)) {
+        return -EINVAL;
+    }
+    len = add ? snprintf(key, sizeof(key), "%" PRIu32 " %s", id, addr)
+              : snprintf(key, sizeof(key), "%" PRIu32, id);
+    req.key = key;
+    req.key_len = (size_t)len;
+    rv = call_leader(c, &req, &r);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = r.msg.resp.status;
+    reply_free(&r);
+    return rv;
 }
 
 int ikada_status(struct ikada_client *c,

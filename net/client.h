@@ -4,6 +4,7 @@
 #ifndef IKADA_CLIENT_H
 #define IKADA_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -75,5 +76,20 @@ int ikada_status(struct ikada_client *c,
  * Returns 0 once it moved (also when target already leads), -EINVAL when
  * target is not a member, IKD_ETIMEDOUT when it did not move in time. */
 int ikada_transfer(struct ikada_client *c, uint32_t target);
+
+/* The latest configuration as the leader knows it: *text is malloc'd,
+ * NUL-terminated, a line a server "ID HOST:PORT voter|learner". */
+int ikada_member_list(struct ikada_client *c, char **text);
+
+/* Add server id at addr ("HOST:PORT"), which must run already (ikada-server
+ * --join), or remove it.  Returns once the change is committed (an added
+ * server is then a voter): 0, also when the configuration already was so;
+ * IKD_ECHANGING while another change is in progress; -EINVAL for an id
+ * present at another address, a bad address, or the last voter;
+ * IKD_ETIMEDOUT when it did not commit in time. */
+int ikada_member_change(struct ikada_client *c,
+                        bool add,
+                        uint32_t id,
+                        const char *addr);
 
 #endif /* IKADA_CLIENT_H */

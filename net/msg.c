@@ -196,7 +196,8 @@ static int pack_read_index_resp(msgpack_packer *pk,
 /* NET_CLIENT_REQ: [v, 7, req_id u64, op u8, cmd bin, key str]
  * cmd is empty unless op is NET_OP_PROPOSE; key is empty for
  * NET_OP_PROPOSE and NET_OP_STATUS and at most IKD_MAX_PATH_BYTES
- * (NET_OP_TRANSFER: the target id in decimal, or empty). */
+ * (NET_OP_TRANSFER: the target id in decimal, or empty; NET_OP_MEMBER_ADD
+ * and _REMOVE: "ID HOST:PORT" and "ID"). */
 static int pack_client_req(msgpack_packer *pk, const struct net_client_req *r)
 {
     int rv = pack_head(pk, NET_CLIENT_REQ, 4);
@@ -544,7 +545,7 @@ static int decode_entry(const msgpack_object *o, struct raft_entry *e)
     c.items = o->via.array.ptr;
     c.n = o->via.array.size;
     e->term = get_u64(&c, UINT64_MAX);
-    e->type = (uint8_t)get_u64(&c, RAFT_ENTRY_COMMAND);
+    e->type = (uint8_t)get_u64(&c, RAFT_ENTRY_CONFIG);
     /* The core only reads entries handed to raft_step(). */
     e->data = (uint8_t *)get_bin(&c, IKD_MAX_COMMAND_BYTES, &len);
     e->len = (uint32_t)len;
@@ -630,7 +631,7 @@ static int decode_raft(struct cursor *c, struct raft_msg *m)
 static void decode_client_req(struct cursor *c, struct net_client_req *r)
 {
     r->req_id = get_u64(c, UINT64_MAX);
-    r->op = (uint8_t)get_u64(c, NET_OP_TRANSFER);
+    r->op = (uint8_t)get_u64(c, NET_OP_MEMBER_REMOVE);
     r->cmd = get_bin(c, IKD_MAX_COMMAND_BYTES, &r->cmd_len);
     r->key = get_str(c, IKD_MAX_PATH_BYTES, &r->key_len);
     if (r->op < NET_OP_PROPOSE) {

@@ -38,6 +38,14 @@ enum net_op {
     NET_OP_TRANSFER,    /* key: the target id in decimal, or empty for the
                            most up-to-date follower; the leader answers once
                            the transfer started */
+    /* Membership (Raft 4).  LIST: data holds "ID HOST:PORT ROLE\n" a
+     * server of the latest configuration.  ADD: key "ID HOST:PORT";
+     * REMOVE: key "ID"; the leader answers once the change is committed
+     * (ADD: once the server is a voter), status 0 also when it was made
+     * before, IKD_ECHANGING while another change is in progress. */
+    NET_OP_MEMBER_LIST,
+    NET_OP_MEMBER_ADD,
+    NET_OP_MEMBER_REMOVE,
 };
 
 struct net_hello

@@ -16,6 +16,7 @@
 
 #include "node.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
@@ -115,6 +116,19 @@ struct client_req
     size_t key_len;
 };
 
+/* A membership request from a client, answered once the configuration
+ * it asked for is committed (Raft 4), or at its deadline. */
+struct member_req
+{
+    struct member_req *next;
+    uint64_t conn_id;
+    uint64_t req_id;
+    uint8_t op; /* NET_OP_MEMBER_ADD or NET_OP_MEMBER_REMOVE */
+    raft_id_t id;
+    char addr[IKD_MAX_ADDR_BYTES];
+    uint64_t deadline_ms;
+};
+
 /* Counters and histograms behind node_metrics_render(); loop thread. */
 struct node_stats
 {
@@ -187,13 +201,19 @@ struct node
     bool out_ready;
     uint64_t out_retry_ms; /* after a failure, no new try before this */
     struct kv_snapshot_info out_info;
-    struct snap_send *senders[IKD_MAX_NODES]; /* by slot in cfg.peers */
+    struct snap_send *senders[IKD_MAX_NODES]; /* in any slot */
     struct snap_recv *recv;
     char *recv_path;     /* a received file the core may take */
     unsigned snap_async; /* snapshot work and file requests in flight */
 
     enum raft_role role;
     raft_id_t leader;
+
+    /* The latest configuration the core reported; cfg.peers holds its
+     * servers and this node (self, its own listening address). */
+    struct raft_membership members;
+    struct net_peer self;
+    struct member_req *member_reqs;
 
     struct waiter waiters; /* list head */
     uint64_t next_id;
@@ -321,6 +341,9 @@ static void waiters_poke(struct node *n)
 /* ---- the storage pipeline ---- */
 
 static void process_updates(struct node *n);
+static void node_sync_members(struct node *n);
+static void member_reqs_check(struct node *n);
+static void member_reqs_fail(struct node *n, int status);
 static void job_start(struct node *n);
 static void node_maybe_finish_stop(struct node *n);
 static void maybe_compact(struct node *n);
@@ -768,6 +791,9 @@ static void process_update(struct node *n, const struct raft_update *u)
     if (u->soft_state_changed) {
         on_soft_state(n, u);
     }
+    if (u->membership_changed) {
+        node_sync_members(n);
+    }
     if (u->hard_state_changed) {
         n->pend_hard = true;
         n->pend_term = u->term;
@@ -807,6 +833,7 @@ static void process_updates(struct node *n)
     if (changed) {
         waiters_poke(n);
         job_start(n);
+        member_reqs_check(n);
     }
 }
 
@@ -990,6 +1017,7 @@ static void tick_cb(uv_timer_t *t)
     waiters_expire(n);
     waiters_poke(n);
     process_updates(n);
+    member_reqs_check(n);
 }
 
 /* ---- messages from peers ---- */
@@ -1279,6 +1307,230 @@ static void client_transfer(struct node *n,
     process_updates(n);
 }
 
+/* ---- membership (Raft 4) ---- */
+
+/* How long the leader holds a membership request before it answers
+ * IKD_ETIMEDOUT; shorter than a client's default timeout, so that the
+ * client asks again (a repeat is harmless) and keeps waiting. */
+#define NODE_MEMBER_WAIT_MS 2000
+
+/* "HOST:PORT" into p's host and port: 0 or -EINVAL. */
+static int parse_host_port(const char *addr, size_t len, struct net_peer *p)
+{
+    const char *colon = memrchr(addr, ':', len);
+    struct in_addr in;
+    unsigned long port = 0;
+    size_t hlen;
+    size_t i;
+
+    if (colon == NULL) {
+        return -EINVAL;
+    }
+    hlen = (size_t)(colon - addr);
+    if (hlen == 0 || hlen >= sizeof(p->host) || hlen + 1 == len) {
+        return -EINVAL;
+    }
+    for (i = hlen + 1; i < len; i++) {
+        if (addr[i] < '0' || addr[i] > '9' || port > 65535) {
+            return -EINVAL;
+        }
+        port = port * 10 + (unsigned long)(addr[i] - '0');
+    }
+    if (port == 0 || port > 65535) {
+        return -EINVAL;
+    }
+    memcpy(p->host, addr, hlen);
+    p->host[hlen] = 0;
+    p->port = (uint16_t)port;
+    /* Servers listen on numeric IPv4 addresses (as --cluster requires). */
+    if (inet_pton(AF_INET, p->host, &in) != 1) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Follow the core's latest configuration: the peers to link to are its
+ * servers, and this node at its own address. */
+static void node_sync_members(struct node *n)
+{
+    const struct raft_membership *m = raft_membership(n->raft, NULL);
+    struct node_config *c = &n->cfg;
+    int rv;
+
+    n->members = *m;
+    c->n_peers = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const struct raft_server *sv = &m->servers[i];
+        struct net_peer p = {.id = sv->id};
+
+        if (sv->id == c->id) {
+            c->peers[c->n_peers++] = n->self;
+        } else if (parse_host_port(sv->addr, strlen(sv->addr), &p) == 0) {
+            c->peers[c->n_peers++] = p;
+        } else {
+            IKD_WARN(NODE_MOD, "server %u has address \"%s\" -> not linked",
+                     sv->id, sv->addr);
+        }
+    }
+    if (raft_membership_find(m, c->id) == NULL && c->n_peers < IKD_MAX_NODES) {
+        c->peers[c->n_peers++] = n->self;
+    }
+    if (n->transport != NULL) {
+        rv = net_transport_set_peers(n->transport, c->peers, c->n_peers);
+        if (rv != 0) {
+            IKD_WARN(NODE_MOD, "peer links not all updated: %s",
+                     ikd_strerror(rv));
+        }
+    }
+}
+
+/* Whether the configuration that q asks for is committed. */
+static bool member_req_done(struct node *n, const struct member_req *q)
+{
+    raft_index_t index;
+    const struct raft_membership *m = raft_membership(n->raft, &index);
+    const struct raft_server *sv = raft_membership_find(m, q->id);
+
+    if (index > raft_commit(n->raft)) {
+        return false;
+    }
+    return q->op == NET_OP_MEMBER_ADD ? sv != NULL && sv->voter : sv == NULL;
+}
+
+static void member_reqs_check(struct node *n)
+{
+    struct member_req **pp = &n->member_reqs;
+    uint64_t now = now_ms(n);
+
+    while (*pp != NULL) {
+        struct member_req *q = *pp;
+        int status = 1;
+
+        if (member_req_done(n, q)) {
+            status = 0;
+        } else if (n->role != RAFT_LEADER) {
+            status = n->leader != 0 ? IKD_ENOTLEADER : IKD_ENOLEADER;
+        } else if (now >= q->deadline_ms) {
+            status = IKD_ETIMEDOUT;
+        }
+        if (status == 1) {
+            pp = &q->next;
+            continue;
+        }
+        IKD_INFO(NODE_MOD, "membership %s of %u -> answered: %s",
+                 q->op == NET_OP_MEMBER_ADD ? "add" : "remove", q->id,
+                 ikd_strerror(status));
+        *pp = q->next;
+        client_reply_status(n, q->conn_id, q->req_id, status, 0);
+        free(q);
+    }
+}
+
+static void member_reqs_fail(struct node *n, int status)
+{
+    while (n->member_reqs != NULL) {
+        struct member_req *q = n->member_reqs;
+
+        n->member_reqs = q->next;
+        client_reply_status(n, q->conn_id, q->req_id, status, 0);
+        free(q);
+    }
+}
+
+/* key is "ID HOST:PORT" (add) or "ID" (remove). */
+static int member_req_parse(const struct net_client_req *r,
+                            struct member_req *q)
+{
+    size_t i = 0;
+    uint64_t id = 0;
+    struct net_peer p;
+
+    while (i < r->key_len && r->key[i] >= '0' && r->key[i] <= '9') {
+        id = id * 10 + (uint64_t)(r->key[i++] - '0');
+        if (id > UINT32_MAX) {
+            return -EINVAL;
+        }
+    }
+    if (i == 0 || id == 0) {
+        return -EINVAL;
+    }
+    q->id = (raft_id_t)id;
+    if (r->op == NET_OP_MEMBER_REMOVE) {
+        return i == r->key_len ? 0 : -EINVAL;
+    }
+    if (i >= r->key_len || r->key[i] != ' ' ||
+        r->key_len - i - 1 >= sizeof(q->addr) ||
+        parse_host_port(r->key + i + 1, r->key_len - i - 1, &p) != 0) {
+        return -EINVAL;
+    }
+    memcpy(q->addr, r->key + i + 1, r->key_len - i - 1);
+    q->addr[r->key_len - i - 1] = 0;
+    return 0;
+}
+
+static void client_member_change(struct node *n,
+                                 uint64_t conn_id,
+                                 const struct net_client_req *r)
+{
+    struct member_req *q = calloc(1, sizeof(*q));
+    int rv = q == NULL ? -ENOMEM : member_req_parse(r, q);
+
+    if (rv == 0) {
+        rv = raft_change(
+            n->raft,
+            r->op == NET_OP_MEMBER_ADD ? RAFT_CHANGE_ADD : RAFT_CHANGE_REMOVE,
+            q->id, q->addr);
+    }
+    IKD_INFO(NODE_MOD, "membership %s of %u asked -> %s",
+             r->op == NET_OP_MEMBER_ADD ? "add" : "remove",
+             q != NULL ? q->id : 0, rv == 1 ? "already so" : ikd_strerror(rv));
+    if (rv != 0) {
+        client_reply_status(n, conn_id, r->req_id, rv == 1 ? 0 : rv, 0);
+        free(q);
+        process_updates(n);
+        return;
+    }
+    q->conn_id = conn_id;
+    q->req_id = r->req_id;
+    q->op = r->op;
+    q->deadline_ms = now_ms(n) + NODE_MEMBER_WAIT_MS;
+    q->next = n->member_reqs;
+    n->member_reqs = q;
+    process_updates(n);
+}
+
+static void client_member_list(struct node *n,
+                               uint64_t conn_id,
+                               uint64_t req_id)
+{
+    struct net_client_resp resp = {.req_id = req_id};
+    char text[IKD_MAX_NODES * (IKD_MAX_ADDR_BYTES + 24)];
+    size_t len = node_members_text(n, text, sizeof(text));
+
+    resp.data = (const uint8_t *)text;
+    resp.data_len = len;
+    client_reply(n, conn_id, &resp);
+}
+
+const struct raft_membership *node_get_members(struct node *n)
+{
+    return &n->members;
+}
+
+size_t node_members_text(struct node *n, char *buf, size_t cap)
+{
+    size_t len = 0;
+
+    for (size_t i = 0; i < n->members.n && len < cap; i++) {
+        const struct raft_server *sv = &n->members.servers[i];
+        int k = snprintf(buf + len, cap - len, "%u %s %s\n", sv->id, sv->addr,
+                         sv->voter ? "voter" : "learner");
+
+        len += k > 0 ? (size_t)k : 0;
+    }
+    return len < cap ? len : cap;
+}
+
 static void on_client_req(struct node *n,
                           uint64_t conn_id,
                           const struct net_client_req *r)
@@ -1294,6 +1546,14 @@ static void on_client_req(struct node *n,
     }
     if (r->op == NET_OP_TRANSFER) {
         client_transfer(n, conn_id, r);
+        return;
+    }
+    if (r->op == NET_OP_MEMBER_LIST) {
+        client_member_list(n, conn_id, r->req_id);
+        return;
+    }
+    if (r->op == NET_OP_MEMBER_ADD || r->op == NET_OP_MEMBER_REMOVE) {
+        client_member_change(n, conn_id, r);
         return;
     }
     struct client_req *c = calloc(1, sizeof(*c));
@@ -1453,14 +1713,20 @@ struct snap_send
     uint8_t *buf;
 };
 
+/* The slot of peer's sender, else a free slot for one. */
 static struct snap_send **sender_slot(struct node *n, raft_id_t peer)
 {
-    for (size_t i = 0; i < n->cfg.n_peers; i++) {
-        if (n->cfg.peers[i].id == peer) {
+    struct snap_send **free_slot = NULL;
+
+    for (size_t i = 0; i < IKD_MAX_NODES; i++) {
+        if (n->senders[i] != NULL && n->senders[i]->peer == peer) {
             return &n->senders[i];
         }
+        if (n->senders[i] == NULL && free_slot == NULL) {
+            free_slot = &n->senders[i];
+        }
     }
-    return NULL;
+    return free_slot;
 }
 
 static void sender_free(struct snap_send *s)
@@ -1607,7 +1873,7 @@ static void snapshot_file_ensure(struct node *n, raft_index_t need);
  * attempt, the next one comes a little later (senders_tick). */
 static void senders_start_waiting(struct node *n)
 {
-    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+    for (size_t i = 0; i < IKD_MAX_NODES; i++) {
         struct snap_send *s = n->senders[i];
         if (s == NULL || s->have_file) {
             continue;
@@ -1762,7 +2028,7 @@ static void senders_tick(struct node *n)
 {
     uint64_t now = now_ms(n);
 
-    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+    for (size_t i = 0; i < IKD_MAX_NODES; i++) {
         struct snap_send *s = n->senders[i];
         if (s == NULL) {
             continue;
@@ -1849,12 +2115,38 @@ static void recv_discard(struct node *n)
 
 /* The whole file is here and checked: move it aside and hand it to the
  * core, which decides whether to take its state. */
+/* Point m at the configuration the snapshot file holds (Raft 7), if it
+ * holds one that decodes. */
+static void snapshot_membership(const char *path,
+                                struct raft_msg *m,
+                                struct raft_membership *members)
+{
+    uint8_t buf[RAFT_MEMBERSHIP_MAX_BYTES];
+    raft_index_t index = 0;
+    size_t len = 0;
+    bool found = false;
+    int rv = kv_snapshot_conf(path, &found, &index, buf, sizeof(buf), &len);
+
+    if (rv == 0 && found) {
+        rv = raft_membership_decode(buf, len, members);
+    }
+    if (rv != 0) {
+        IKD_WARN(NODE_MOD, "snapshot %s configuration unreadable: %s", path,
+                 ikd_strerror(rv));
+    }
+    if (rv == 0 && found) {
+        m->snapshot.membership = members;
+        m->snapshot.membership_index = index;
+    }
+}
+
 static void recv_complete(struct node *n, struct snap_recv *r)
 {
     char name[64];
     char *in_path = NULL;
     char *path = NULL;
     struct raft_msg m = {.type = RAFT_MSG_SNAPSHOT};
+    struct raft_membership members;
 
     snprintf(name, sizeof(name), "snap-%llu.db",
              (unsigned long long)r->id.index);
@@ -1873,6 +2165,7 @@ static void recv_complete(struct node *n, struct snap_recv *r)
     m.term = r->id.term;
     m.snapshot.index = r->id.index;
     m.snapshot.term = r->id.snap_term;
+    snapshot_membership(path, &m, &members);
     n->recv_path = path;
     recv_free(r);
     n->recv = NULL;
@@ -2173,14 +2466,72 @@ static uint64_t cluster_hash(const struct node_config *cfg)
     return h;
 }
 
+static void peer_addr(const struct net_peer *p, struct raft_server *sv)
+{
+    snprintf(sv->addr, sizeof(sv->addr), "%s:%u", p->host, (unsigned)p->port);
+}
+
+/* The configuration to start from (Raft 4): the stored one; on a first
+ * start with a cluster list, its servers as voters; none on a server that
+ * joins (the leader's log brings it).  With recover, this server alone, as
+ * of the end of its log, so that no entry in it can bring the lost
+ * servers back.  A configuration made here is stored, so that it is known
+ * after a restart and travels in snapshots. */
+static int node_start_membership(struct node *n,
+                                 const struct kv_state *st,
+                                 struct raft_membership *m,
+                                 raft_index_t *index)
+{
+    uint8_t buf[RAFT_MEMBERSHIP_MAX_BYTES];
+    size_t len;
+    int rv;
+
+    memset(m, 0, sizeof(*m));
+    *index = 0;
+    if (n->cfg.recover) {
+        m->n = 1;
+        m->servers[0].id = n->cfg.id;
+        m->servers[0].voter = true;
+        peer_addr(&n->self, &m->servers[0]);
+        *index = st->first_index + st->n_entries - 1;
+        IKD_WARN(NODE_MOD,
+                 "recovery asked -> this node alone is the cluster from its "
+                 "own state at index=%llu; writes the lost majority may have "
+                 "committed can be missing, and the other servers must not "
+                 "return with their old data",
+                 (unsigned long long)*index);
+    } else if (st->has_conf) {
+        *index = st->conf_index;
+        rv = raft_membership_decode(st->conf_data, st->conf_len, m);
+        return rv == 0 ? 0 : IKD_ECORRUPT;
+    } else if (n->cfg.join) {
+        return 0;
+    } else {
+        for (size_t i = 0; i < n->cfg.n_peers; i++) {
+            m->servers[i].id = n->cfg.peers[i].id;
+            m->servers[i].voter = true;
+            peer_addr(&n->cfg.peers[i], &m->servers[i]);
+        }
+        m->n = n->cfg.n_peers;
+    }
+    rv = raft_membership_encode(m, buf, sizeof(buf), &len);
+    if (rv == 0) {
+        rv = kv_store_set_conf(n->store, *index, buf, len);
+    }
+    return rv;
+}
+
 static int node_make_raft(struct node *n, const struct kv_state *st)
 {
     struct raft_config rc = {0};
-    rc.id = n->cfg.id;
-    rc.n_voters = n->cfg.n_peers;
-    for (size_t i = 0; i < n->cfg.n_peers; i++) {
-        rc.voters[i] = n->cfg.peers[i].id;
+    struct raft_membership m;
+    int rv = node_start_membership(n, st, &m, &rc.membership_index);
+
+    if (rv != 0) {
+        return rv;
     }
+    rc.id = n->cfg.id;
+    rc.membership = &m;
     rc.heartbeat_ticks = n->cfg.heartbeat_ms / n->tick_ms;
     rc.election_ticks = n->cfg.election_timeout_ms / n->tick_ms;
     rc.seed = (uint64_t)uv_hrtime() ^ ((uint64_t)n->cfg.id << 32);
@@ -2191,8 +2542,12 @@ static int node_make_raft(struct node *n, const struct kv_state *st)
     if (n->raft == NULL) {
         return -ENOMEM;
     }
-    return raft_load(n->raft, st->term, st->vote, st->applied, st->first_index,
-                     st->prev_term, st->entries, st->n_entries);
+    rv = raft_load(n->raft, st->term, st->vote, st->applied, st->first_index,
+                   st->prev_term, st->entries, st->n_entries);
+    if (rv == 0) {
+        node_sync_members(n);
+    }
+    return rv;
 }
 
 static int node_open_storage(struct node *n)
@@ -2239,7 +2594,16 @@ static int node_init(struct node *n,
     }
     n->cfg.data_dir = n->data_dir;
     n->waiters.next = n->waiters.prev = &n->waiters;
-    n->cluster_hash = cluster_hash(cfg);
+    /* A joining server has no list to compare. */
+    n->cluster_hash = cfg->join ? 0 : cluster_hash(cfg);
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        if (cfg->peers[i].id == cfg->id) {
+            n->self = cfg->peers[i];
+        }
+    }
+    if (n->self.id == 0) {
+        return -EINVAL;
+    }
     n->tick_ms = cfg->heartbeat_ms / 10;
     if (n->tick_ms == 0) {
         n->tick_ms = 1;
@@ -2293,7 +2657,7 @@ int node_start(uv_loop_t *loop,
         remove_snapshot_files(n);
     }
     if (rv == 0) {
-        rv = net_transport_start(loop, cfg->id, cfg->peers, cfg->n_peers,
+        rv = net_transport_start(loop, cfg->id, n->cfg.peers, n->cfg.n_peers,
                                  n->cluster_hash, &cbs, n, &n->transport);
     }
     if (rv != 0) {
@@ -2352,11 +2716,12 @@ void node_stop(struct node *n, void (*cb)(void *arg), void *arg)
     while (n->waiters.next != &n->waiters) {
         waiter_finish(n->waiters.next, IKD_ESHUTDOWN, 0);
     }
-    for (size_t i = 0; i < n->cfg.n_peers; i++) {
+    for (size_t i = 0; i < IKD_MAX_NODES; i++) {
         if (n->senders[i] != NULL) {
             sender_stop(n, n->senders[i], false);
         }
     }
+    member_reqs_fail(n, IKD_ESHUTDOWN);
     recv_discard(n);
     n->open_handles = 3;
     uv_close((uv_handle_t *)&n->stall_timer, handle_closed_cb);

@@ -18,8 +18,16 @@
 struct node_config
 {
     raft_id_t id;
-    struct net_peer peers[IKD_MAX_NODES]; /* includes this node */
+    /* Includes this node.  At start: the cluster list (or this node alone
+     * with join); once running, the servers of the latest configuration
+     * and this node (node_get_config()). */
+    struct net_peer peers[IKD_MAX_NODES];
     size_t n_peers;
+    /* join: the server waits to be added and learns the configuration
+     * from the leader; peers holds only itself.  recover: it becomes a
+     * cluster of one from its own state (after a majority was lost). */
+    bool join;
+    bool recover;
     const char *data_dir;
     unsigned election_timeout_ms;
     unsigned heartbeat_ms;
@@ -87,5 +95,14 @@ void node_get_info(struct node *n, struct node_info *out);
 /* Append the node's metrics in the Prometheus text format to out. */
 void node_metrics_render(struct node *n, struct ikd_buf *out);
 const struct node_config *node_get_config(struct node *n);
+
+/* The latest configuration (Raft 4), committed or not; valid until the
+ * loop runs again. */
+const struct raft_membership *node_get_members(struct node *n);
+
+/* The latest configuration as text, a line a server: "ID HOST:PORT ROLE\n"
+ * with ROLE voter or learner.  Writes at most cap bytes to buf (no NUL)
+ * and returns how many. */
+size_t node_members_text(struct node *n, char *buf, size_t cap);
 
 #endif /* NET_NODE_H */

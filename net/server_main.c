@@ -29,6 +29,9 @@
 static const char usage_text[] =
     "usage: ikada-server --id N --cluster 1=HOST:PORT,2=HOST:PORT,...\n"
     "                    --data DIR [--mount DIR]\n"
+    "       ikada-server --id N --listen HOST:PORT --join HOST:PORT[,...]\n"
+    "                    --data DIR [--mount DIR]\n"
+    "                    [--recover]\n"
     "                    [--election-timeout-ms MS] [--heartbeat-ms MS]\n"
     "                    [--max-value-bytes N]\n"
     "                    [--mount-reads linearizable|local]\n"
@@ -41,6 +44,16 @@ static const char usage_text[] =
     "\n"
     "  --id N                   this node's id, listed in --cluster\n"
     "  --cluster LIST           every node as ID=HOST:PORT, comma-separated\n"
+    "                           (used on the first start; the configuration\n"
+    "                           is stored and changes with ikada member)\n"
+    "  --listen HOST:PORT       this node's address, for a node that joins\n"
+    "  --join LIST              HOST:PORT of members of the cluster to join;\n"
+    "                           the node waits until ikada member add adds\n"
+    "                           it, and learns the configuration from the\n"
+    "                           leader\n"
+    "  --recover                after a majority was lost for good: become a\n"
+    "                           cluster of one from this node's own state\n"
+    "                           (see README)\n"
     "  --data DIR               durable state (created if missing)\n"
     "  --mount DIR              where to mount the file system\n"
     "  --election-timeout-ms MS election timeout (default 1000)\n"
@@ -68,6 +81,8 @@ struct server
     const char *mount_dir;
     bool mount_reads_local;
     const char *metrics_arg;
+    const char *listen_arg;
+    const char *join_arg;
     struct net_peer metrics_addr; /* id unused; port 0 when not serving */
     struct node *node;
     struct ikd_http *http;
@@ -158,6 +173,38 @@ static void parse_metrics_addr(const char *arg, struct net_peer *p)
         (uint16_t)parse_number("--metrics-addr port", colon + 1, 1, 65535);
 }
 
+/* --listen HOST:PORT and --join HOST:PORT,...: this node alone in the
+ * peer list; the join list is checked, and the leader's log brings the
+ * configuration. */
+static void parse_listen(struct server *s)
+{
+    char item[128];
+    struct net_peer p;
+    const char *at;
+
+    if (s->join_arg == NULL && !s->cfg.recover) {
+        die_usage("--listen needs --join (or --recover)");
+    }
+    if (strlen(s->listen_arg) + 16 >= sizeof(item)) {
+        die_usage("--listen: '%s' is too long", s->listen_arg);
+    }
+    snprintf(item, sizeof(item), "%u=%s", s->cfg.id, s->listen_arg);
+    parse_peer(item, &s->cfg.peers[0]);
+    s->cfg.n_peers = 1;
+    s->cfg.join = s->join_arg != NULL;
+    for (at = s->join_arg; at != NULL && *at != 0;) {
+        const char *comma = strchr(at, ',');
+        size_t len = comma != NULL ? (size_t)(comma - at) : strlen(at);
+
+        if (len == 0 || len + 4 >= sizeof(item)) {
+            die_usage("--join: '%s' is not a list of HOST:PORT", s->join_arg);
+        }
+        snprintf(item, sizeof(item), "1=%.*s", (int)len, at);
+        parse_peer(item, &p);
+        at = comma != NULL ? comma + 1 : NULL;
+    }
+}
+
 static void parse_cluster(const char *list, struct node_config *cfg)
 {
     char *copy = strdup(list);
@@ -197,6 +244,9 @@ enum {
     OPT_METRICS_ADDR,
     OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING,
+    OPT_LISTEN,
+    OPT_JOIN,
+    OPT_RECOVER,
     OPT_HELP,
 };
 
@@ -212,6 +262,9 @@ static const struct option long_options[] = {
     {"metrics-addr", required_argument, NULL, OPT_METRICS_ADDR},
     {"snapshot-threshold", required_argument, NULL, OPT_SNAP_THRESHOLD},
     {"snapshot-trailing", required_argument, NULL, OPT_SNAP_TRAILING},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"join", required_argument, NULL, OPT_JOIN},
+    {"recover", no_argument, NULL, OPT_RECOVER},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -222,6 +275,15 @@ static void apply_option(struct server *s,
                          const char **cluster)
 {
     switch (opt) {
+        case OPT_LISTEN:
+            s->listen_arg = arg;
+            break;
+        case OPT_JOIN:
+            s->join_arg = arg;
+            break;
+        case OPT_RECOVER:
+            s->cfg.recover = true;
+            break;
         case OPT_ID:
             s->cfg.id = (raft_id_t)parse_number("--id", arg, 1, UINT32_MAX);
             break;
@@ -294,10 +356,17 @@ static void parse_args(struct server *s, int argc, char **argv)
     if (optind < argc) {
         die_usage("unexpected argument '%s' (see --help)", argv[optind]);
     }
-    if (s->cfg.id == 0 || cluster == NULL || s->cfg.data_dir == NULL) {
-        die_usage("--id, --cluster and --data are required (see --help)");
+    if (s->cfg.id == 0 || s->cfg.data_dir == NULL ||
+        (cluster == NULL) == (s->listen_arg == NULL)) {
+        die_usage(
+            "--id, --data and one of --cluster or --listen are "
+            "required (see --help)");
     }
-    parse_cluster(cluster, &s->cfg);
+    if (cluster != NULL) {
+        parse_cluster(cluster, &s->cfg);
+    } else {
+        parse_listen(s);
+    }
     bool listed = false;
     for (size_t i = 0; i < s->cfg.n_peers; i++) {
         listed = listed || s->cfg.peers[i].id == s->cfg.id;

@@ -102,7 +102,10 @@ struct net_transport
     uv_tcp_t listener;
     uv_idle_t flusher;
     struct sockaddr_storage bind_addr; /* own host, port 0 */
-    struct link *links;
+    /* One link a peer, each allocated apart (its timer handle must not
+     * move); a link leaves this array when its peer is removed and is
+     * freed in its timer's close callback. */
+    struct link *links[IKD_MAX_NODES];
     size_t n_links;
 
     struct conn *buckets[CONN_BUCKETS];
@@ -184,7 +187,6 @@ static void handle_closed(struct net_transport *t)
         void (*cb)(void *arg) = t->stop_cb;
         void *arg = t->stop_arg;
 
-        free(t->links);
         free(t);
         if (cb != NULL) {
             cb(arg);
@@ -488,7 +490,9 @@ static int on_hello(struct conn *c, const struct net_msg *m)
                  (unsigned long long)c->id, (unsigned)m->kind);
         return -EPROTO;
     }
-    if (m->hello.node_id != 0 && m->hello.cluster_hash != t->cluster_hash) {
+    /* A hash of 0 is a server that joins and has no list yet. */
+    if (m->hello.node_id != 0 && m->hello.cluster_hash != 0 &&
+        t->cluster_hash != 0 && m->hello.cluster_hash != t->cluster_hash) {
         IKD_WARN("net",
                  "node %u has another cluster list (hash %016llx, ours "
                  "%016llx) -> closed",
@@ -732,6 +736,39 @@ static void link_schedule(struct link *l)
 
 /* Setup and teardown. */
 
+static void free_links(struct net_transport *t)
+{
+    size_t i;
+
+    for (i = 0; i < t->n_links; i++) {
+        free(t->links[i]);
+    }
+    t->n_links = 0;
+}
+
+/* A link to peer, not started: 0, or a negative code. */
+static int link_new(struct net_transport *t,
+                    const struct net_peer *peer,
+                    struct link **out)
+{
+    struct link *l = calloc(1, sizeof(*l));
+    int rv;
+
+    if (l == NULL) {
+        return -ENOMEM;
+    }
+    l->t = t;
+    l->peer = *peer;
+    l->backoff_ms = BACKOFF_MIN_MS;
+    rv = resolve(peer->host, peer->port, &l->addr);
+    if (rv != 0) {
+        free(l);
+        return rv;
+    }
+    *out = l;
+    return 0;
+}
+
 static int setup_links(struct net_transport *t,
                        const struct net_peer *peers,
                        size_t n_peers)
@@ -739,24 +776,105 @@ static int setup_links(struct net_transport *t,
     size_t i;
     int rv;
 
-    t->links = calloc(n_peers > 0 ? n_peers : 1, sizeof(*t->links));
-    if (t->links == NULL) {
-        return -ENOMEM;
+    if (n_peers > IKD_MAX_NODES) {
+        return -EINVAL;
     }
     for (i = 0; i < n_peers; i++) {
-        struct link *l = &t->links[t->n_links];
-
         if (peers[i].id == t->self) {
             continue;
         }
-        l->t = t;
-        l->peer = peers[i];
-        l->backoff_ms = BACKOFF_MIN_MS;
-        rv = resolve(peers[i].host, peers[i].port, &l->addr);
+        rv = link_new(t, &peers[i], &t->links[t->n_links]);
         if (rv != 0) {
+            free_links(t);
             return rv;
         }
         t->n_links++;
+    }
+    return 0;
+}
+
+static void link_start(struct link *l)
+{
+    l->timer.data = l;
+    uv_timer_init(l->t->loop, &l->timer);
+    l->t->open_handles++;
+    uv_timer_start(&l->timer, link_timer_cb, 0, 0);
+}
+
+static void link_close_cb(uv_handle_t *h)
+{
+    struct link *l = h->data;
+    struct net_transport *t = l->t;
+
+    free(l);
+    handle_closed(t);
+}
+
+/* Stop and free l once its handles closed; its connection closes now. */
+static void link_remove(struct link *l)
+{
+    struct conn *c = l->conn;
+
+    IKD_INFO("net", "peer %u (%s:%u) left the configuration -> drop its link",
+             (unsigned)l->peer.id, l->peer.host, (unsigned)l->peer.port);
+    if (c != NULL) {
+        c->link = NULL;
+        l->conn = NULL;
+        conn_close(c, "peer removed");
+    }
+    uv_timer_stop(&l->timer);
+    uv_close((uv_handle_t *)&l->timer, link_close_cb);
+}
+
+static bool peer_equal(const struct net_peer *a, const struct net_peer *b)
+{
+    return a->id == b->id && a->port == b->port &&
+           strcmp(a->host, b->host) == 0;
+}
+
+int net_transport_set_peers(struct net_transport *t,
+                            const struct net_peer *peers,
+                            size_t n_peers)
+{
+    size_t i;
+    size_t j;
+    size_t kept = 0;
+
+    assert(!t->stopping);
+    for (i = 0; i < t->n_links; i++) {
+        struct link *l = t->links[i];
+
+        for (j = 0; j < n_peers && !peer_equal(&peers[j], &l->peer); j++) {
+        }
+        if (j < n_peers) {
+            t->links[kept++] = l;
+        } else {
+            link_remove(l);
+        }
+    }
+    t->n_links = kept;
+    for (i = 0; i < n_peers; i++) {
+        struct link *l;
+        int rv;
+
+        for (j = 0;
+             j < t->n_links && !peer_equal(&peers[i], &t->links[j]->peer);
+             j++) {
+        }
+        if (peers[i].id == t->self || j < t->n_links) {
+            continue;
+        }
+        if (t->n_links == IKD_MAX_NODES) {
+            return IKD_ELIMIT;
+        }
+        rv = link_new(t, &peers[i], &l);
+        if (rv != 0) {
+            return rv;
+        }
+        IKD_INFO("net", "peer %u (%s:%u) joined the configuration -> link it",
+                 (unsigned)l->peer.id, l->peer.host, (unsigned)l->peer.port);
+        t->links[t->n_links++] = l;
+        link_start(l);
     }
     return 0;
 }
@@ -818,7 +936,7 @@ int net_transport_start(uv_loop_t *loop,
         rv = open_listener(&listen_addr, &fd);
     }
     if (rv != 0) {
-        free(t->links);
+        free_links(t);
         free(t);
         return rv;
     }
@@ -834,25 +952,40 @@ int net_transport_start(uv_loop_t *loop,
     t->open_handles = 2;
 
     for (i = 0; i < t->n_links; i++) {
-        struct link *l = &t->links[i];
-
-        l->timer.data = l;
-        uv_timer_init(loop, &l->timer);
-        t->open_handles++;
-        uv_timer_start(&l->timer, link_timer_cb, 0, 0);
+        link_start(t->links[i]);
     }
     *out = t;
     return 0;
+}
+
+/* An incoming connection from node id, the newest, or NULL. */
+static struct conn *incoming_from(struct net_transport *t, raft_id_t id)
+{
+    struct conn *best = NULL;
+    size_t i;
+
+    for (i = 0; i < CONN_BUCKETS; i++) {
+        struct conn *c;
+
+        for (c = t->buckets[i]; c != NULL; c = c->bucket_next) {
+            if (c->link == NULL && c->hello_seen && !c->closing &&
+                c->from == id && (best == NULL || c->id > best->id)) {
+                best = c;
+            }
+        }
+    }
+    return best;
 }
 
 int net_send_peer(struct net_transport *t,
                   raft_id_t to,
                   const struct net_msg *m)
 {
+    struct conn *in;
     size_t i;
 
     for (i = 0; i < t->n_links; i++) {
-        struct link *l = &t->links[i];
+        struct link *l = t->links[i];
 
         if (l->peer.id == to) {
             if (!l->connected || l->conn == NULL || l->conn->closing) {
@@ -861,7 +994,10 @@ int net_send_peer(struct net_transport *t,
             return conn_send(l->conn, m);
         }
     }
-    return -ENOTCONN;
+    /* A peer this node has no address for yet (it is joining and has no
+     * configuration) is answered on the connection the peer opened. */
+    in = incoming_from(t, to);
+    return in != NULL ? conn_send(in, m) : -ENOTCONN;
 }
 
 int net_send_conn(struct net_transport *t,
@@ -893,9 +1029,9 @@ void net_transport_stop(struct net_transport *t,
         }
     }
     for (i = 0; i < t->n_links; i++) {
-        uv_close((uv_handle_t *)&t->links[i].timer, plain_close_cb);
-        t->links[i].timer.data = t;
+        uv_close((uv_handle_t *)&t->links[i]->timer, link_close_cb);
     }
+    t->n_links = 0;
     uv_close((uv_handle_t *)&t->flusher, plain_close_cb);
     t->flusher.data = t;
     uv_close((uv_handle_t *)&t->listener, plain_close_cb);

@@ -39,7 +39,8 @@ struct net_transport_cbs
 };
 
 /* Listen on the address of self in peers[], and connect to every other
- * peer, binding outgoing sockets to self's host.  Returns 0, -EADDRINUSE,
+ * peer, binding outgoing sockets to self's host.  A cluster_hash of 0
+ * accepts peers of any hash, and any peer accepts it.  Returns 0, -EADDRINUSE,
  * or another negative libuv code; on failure nothing is left open. */
 int net_transport_start(uv_loop_t *loop,
                         raft_id_t self,
@@ -50,10 +51,20 @@ int net_transport_start(uv_loop_t *loop,
                         void *ctx,
                         struct net_transport **out);
 
+/* Replace the peer list (Raft 4: the configuration changed): links to
+ * peers no longer listed, or listed at another address, are closed;
+ * new peers are connected.  self in peers is skipped.  Returns 0,
+ * IKD_ELIMIT past IKD_MAX_NODES links, or a negative code for an address
+ * that does not resolve (the peers before it are in place). */
+int net_transport_set_peers(struct net_transport *t,
+                            const struct net_peer *peers,
+                            size_t n_peers);
+
 /* Queue m on the outgoing connection to peer `to` (m is encoded at once:
- * its buffers may be reused on return).  Returns 0, or -ENOTCONN when that
- * peer is not connected, or IKD_ELIMIT when its send queue is full (the
- * message is dropped either way: Raft resends), or an error of
+ * its buffers may be reused on return); for a peer without a link, on the
+ * newest connection it opened to this node, if any.  Returns 0, or -ENOTCONN
+ * when that peer is not connected, or IKD_ELIMIT when its send queue is full
+ * (the message is dropped either way: Raft resends), or an error of
  * net_msg_encode(). */
 int net_send_peer(struct net_transport *t,
                   raft_id_t to,

@@ -36,6 +36,7 @@ static const struct ikd_err_info ikd_errors[] = {
     {IKD_ENODEID, "ENODEID", "the data folder belongs to another node id"},
     {IKD_EBUSY, "EBUSY",
      "the leader is busy: too much uncommitted or leadership moving"},
+    {IKD_ECHANGING, "ECHANGING", "another membership change is in progress"},
 };
 
 _Static_assert(sizeof(ikd_errors) / sizeof(ikd_errors[0]) ==
@@ -101,6 +102,7 @@ int ikd_to_errno(int rv)
         case IKD_ENODEID:
             return EINVAL;
         case IKD_EBUSY:
+        case IKD_ECHANGING:
             /* EBUSY rather than EAGAIN: retry loops back off instead of
              * spinning. */
             return EBUSY;

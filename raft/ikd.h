@@ -32,6 +32,8 @@ enum {
     IKD_EBUSY,                     /* the leader takes no more proposals
                                       for now: too much is uncommitted, or
                                       leadership is being transferred */
+    IKD_ECHANGING,                 /* another membership change is in
+                                      progress (Raft 4.1: one at a time) */
     IKD_ERR_END
 };
 
@@ -45,6 +47,8 @@ int ikd_to_errno(int rv);
 
 /* Limits.  Every size the protocol or the storage depends on is here. */
 #define IKD_MAX_NODES 16
+/* A server's address as "HOST:PORT", with its terminating NUL. */
+#define IKD_MAX_ADDR_BYTES 96
 #define IKD_MAX_PATH_BYTES 4096
 #define IKD_MAX_NAME_BYTES 255
 #define IKD_DEFAULT_MAX_VALUE_BYTES (4u << 20)
@@ -68,9 +72,13 @@ int ikd_to_errno(int rv);
  * flight per follower. */
 #define IKD_SNAP_CHUNK_BYTES (1u << 20)
 /* 2: votes carry a transfer flag; pre-vote and timeout-now messages.
- * 3: snapshot chunks and their acknowledgements. */
-#define IKD_PROTOCOL_VERSION 3
+ * 3: snapshot chunks and their acknowledgements.
+ * 4: configuration entries in the log, membership requests and replies;
+ *    a HELLO's cluster hash of 0 matches any. */
+#define IKD_PROTOCOL_VERSION 4
 
+_Static_assert(IKD_MAX_NODES <= 255 && IKD_MAX_ADDR_BYTES <= 256,
+               "a configuration entry stores counts and lengths in a byte");
 _Static_assert(IKD_SNAP_CHUNK_BYTES + 4096 <= IKD_MAX_FRAME_BYTES,
                "a snapshot chunk fits a frame");
 _Static_assert(IKD_DEFAULT_MAX_VALUE_BYTES <= IKD_MAX_VALUE_BYTES_LIMIT,

@@ -103,7 +103,24 @@ struct raft
     /* While leading: bytes of the entries after commit. */
     size_t uncommitted_bytes;
 
-    /* One slot per voter, in cfg.voters order; self_slot is this node. */
+    /* Configurations (Raft 4.1): conf is the latest in the log, committed
+     * or not, from the entry at conf_index (or base when the log holds
+     * none after base_index).  base is committed and survives compaction:
+     * it is the configuration as of base_index.  conf_changed asks the
+     * next update to report conf. */
+    struct raft_membership conf;
+    raft_index_t conf_index;
+    struct raft_membership base;
+    raft_index_t base_index;
+    bool conf_changed;
+    /* While leading: the learner to promote once it caught up (Raft
+     * 4.2.1), 0 when none; leaving is set once this leader, removed by a
+     * committed configuration, began to hand over. */
+    raft_id_t promote_id;
+    bool leaving;
+
+    /* One slot per server of conf, in its order; self_slot is this node,
+     * IKD_MAX_NODES when it is not in conf. */
     struct raft_progress progress[IKD_MAX_NODES];
     size_t self_slot;
 
@@ -185,9 +202,41 @@ static int grow_array(void **array, size_t *cap, size_t need, size_t size)
     return 0;
 }
 
+static bool slot_votes(const struct raft *r, size_t i)
+{
+    return r->conf.servers[i].voter;
+}
+
+static bool self_votes(const struct raft *r)
+{
+    return r->self_slot < r->conf.n && slot_votes(r, r->self_slot);
+}
+
+/* Raft 4.2.2: a server that its latest configuration removed may still be
+ * needed to elect a leader until that configuration commits (its log may
+ * be the only up-to-date one), so it campaigns without counting its own
+ * vote.  Learners never campaign. */
+static bool may_campaign(const struct raft *r)
+{
+    return self_votes(r) || (r->self_slot >= r->conf.n && r->conf.n > 0 &&
+                             r->conf_index > r->commit);
+}
+
+static size_t count_voters(const struct raft *r)
+{
+    size_t i;
+    size_t n = 0;
+
+    for (i = 0; i < r->conf.n; i++) {
+        n += slot_votes(r, i) ? 1 : 0;
+    }
+    return n;
+}
+
+/* Raft 4.2.1: majorities are of voters only; learners never count. */
 static size_t quorum(const struct raft *r)
 {
-    return r->cfg.n_voters / 2 + 1;
+    return count_voters(r) / 2 + 1;
 }
 
 static raft_index_t last_index(const struct raft *r)
@@ -218,7 +267,7 @@ static struct raft_progress *progress_of(struct raft *r, raft_id_t id)
 {
     size_t i;
 
-    for (i = 0; i < r->cfg.n_voters; i++) {
+    for (i = 0; i < r->conf.n; i++) {
         if (r->progress[i].id == id) {
             return &r->progress[i];
         }
@@ -228,7 +277,7 @@ static struct raft_progress *progress_of(struct raft *r, raft_id_t id)
 
 static bool is_self(const struct raft *r, const struct raft_progress *pr)
 {
-    return pr == &r->progress[r->self_slot];
+    return pr->id == r->cfg.id;
 }
 
 static void reset_election_timer(struct raft *r)
@@ -263,6 +312,216 @@ static struct raft_msg *push_msg(struct raft *r,
     m->to = to;
     m->term = r->term;
     return m;
+}
+
+/* ---- Configurations --------------------------------------------------- */
+
+#define RAFT_MEMBERSHIP_VERSION 1
+
+static bool membership_is_valid(const struct raft_membership *m)
+{
+    size_t i;
+    size_t j;
+
+    if (m->n > IKD_MAX_NODES) {
+        return false;
+    }
+    for (i = 0; i < m->n; i++) {
+        if (m->servers[i].id == 0 ||
+            memchr(m->servers[i].addr, 0, IKD_MAX_ADDR_BYTES) == NULL) {
+            return false;
+        }
+        for (j = 0; j < i; j++) {
+            if (m->servers[j].id == m->servers[i].id) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+int raft_membership_encode(const struct raft_membership *m,
+                           uint8_t *buf,
+                           size_t cap,
+                           size_t *len)
+{
+    size_t pos = 2;
+    size_t i;
+
+    if (!membership_is_valid(m) || cap < 2) {
+        return -EINVAL;
+    }
+    buf[0] = RAFT_MEMBERSHIP_VERSION;
+    buf[1] = (uint8_t)m->n;
+    for (i = 0; i < m->n; i++) {
+        const struct raft_server *sv = &m->servers[i];
+        size_t alen = strlen(sv->addr);
+
+        if (pos + 6 + alen > cap) {
+            return -EINVAL;
+        }
+        buf[pos++] = (uint8_t)(sv->id >> 24);
+        buf[pos++] = (uint8_t)(sv->id >> 16);
+        buf[pos++] = (uint8_t)(sv->id >> 8);
+        buf[pos++] = (uint8_t)sv->id;
+        buf[pos++] = sv->voter ? 1 : 0;
+        buf[pos++] = (uint8_t)alen;
+        memcpy(buf + pos, sv->addr, alen);
+        pos += alen;
+    }
+    *len = pos;
+    return 0;
+}
+
+int raft_membership_decode(const uint8_t *data,
+                           size_t len,
+                           struct raft_membership *m)
+{
+    size_t pos = 2;
+    size_t i;
+
+    memset(m, 0, sizeof(*m));
+    if (data == NULL || len < 2 || data[0] != RAFT_MEMBERSHIP_VERSION ||
+        data[1] > IKD_MAX_NODES) {
+        return IKD_EMALFORMED;
+    }
+    m->n = data[1];
+    for (i = 0; i < m->n; i++) {
+        struct raft_server *sv = &m->servers[i];
+        size_t alen;
+
+        if (pos + 6 > len) {
+            return IKD_EMALFORMED;
+        }
+        sv->id = (raft_id_t)data[pos] << 24 | (raft_id_t)data[pos + 1] << 16 |
+                 (raft_id_t)data[pos + 2] << 8 | (raft_id_t)data[pos + 3];
+        if (data[pos + 4] > 1) {
+            return IKD_EMALFORMED;
+        }
+        sv->voter = data[pos + 4] == 1;
+        alen = data[pos + 5];
+        pos += 6;
+        if (alen >= IKD_MAX_ADDR_BYTES || pos + alen > len) {
+            return IKD_EMALFORMED;
+        }
+        memcpy(sv->addr, data + pos, alen);
+        pos += alen;
+    }
+    if (pos != len || !membership_is_valid(m)) {
+        return IKD_EMALFORMED;
+    }
+    return 0;
+}
+
+const struct raft_server *raft_membership_find(const struct raft_membership *m,
+                                               raft_id_t id)
+{
+    size_t i;
+
+    for (i = 0; i < m->n; i++) {
+        if (m->servers[i].id == id) {
+            return &m->servers[i];
+        }
+    }
+    return NULL;
+}
+
+static void reset_progress(struct raft *r, struct raft_progress *pr);
+static void stop_transfer(struct raft *r, const char *why);
+
+static void log_membership(struct raft *r, raft_index_t index)
+{
+    char ids[RAFT_LOG_LINE_BYTES / 2];
+    size_t pos = 0;
+    size_t i;
+
+    ids[0] = 0;
+    for (i = 0; i < r->conf.n && pos < sizeof(ids); i++) {
+        int k = snprintf(ids + pos, sizeof(ids) - pos, "%s%" PRIu32 "%s",
+                         i == 0 ? "" : ",", r->conf.servers[i].id,
+                         r->conf.servers[i].voter ? "" : "(learner)");
+        pos += k > 0 ? (size_t)k : 0;
+    }
+    raft_logf(r, IKD_LOG_INFO,
+              "configuration at index=%" PRIu64 " commit=%" PRIu64
+              " servers=%s -> use it",
+              index, r->commit, ids);
+}
+
+/* Make m the configuration in use.  Progress of servers that stay is
+ * kept; a new server starts as if this node had just become leader. */
+static void set_membership(struct raft *r,
+                           const struct raft_membership *m,
+                           raft_index_t index)
+{
+    struct raft_progress old[IKD_MAX_NODES];
+    size_t n_old = r->conf.n;
+    size_t i;
+    size_t j;
+
+    assert(membership_is_valid(m));
+    memcpy(old, r->progress, sizeof(old));
+    r->conf = *m;
+    r->conf_index = index;
+    r->conf_changed = true;
+    r->self_slot = IKD_MAX_NODES;
+    for (i = 0; i < m->n; i++) {
+        struct raft_progress *pr = &r->progress[i];
+
+        for (j = 0; j < n_old && old[j].id != m->servers[i].id; j++) {
+        }
+        if (j < n_old) {
+            *pr = old[j];
+        } else {
+            memset(pr, 0, sizeof(*pr));
+            pr->id = m->servers[i].id;
+            reset_progress(r, pr);
+        }
+        if (pr->id == r->cfg.id) {
+            r->self_slot = i;
+        }
+    }
+    if (r->transfer_target != 0 &&
+        (raft_membership_find(m, r->transfer_target) == NULL ||
+         !raft_membership_find(m, r->transfer_target)->voter)) {
+        stop_transfer(r, "target left the voters");
+    }
+    if (r->promote_id != 0 && raft_membership_find(m, r->promote_id) == NULL) {
+        r->promote_id = 0;
+    }
+    log_membership(r, index);
+}
+
+/* Find the latest configuration again after entries were removed or the
+ * base moved: the last configuration entry after base_index, else base. */
+static void refresh_membership(struct raft *r)
+{
+    struct raft_membership m;
+    raft_index_t i;
+
+    for (i = r->first_index + r->n_entries - 1;
+         i >= r->first_index && i > r->base_index; i--) {
+        const struct raft_entry *e = &r->entries[i - r->first_index];
+
+        if (e->type == RAFT_ENTRY_CONFIG &&
+            raft_membership_decode(e->data, e->len, &m) == 0) {
+            if (i != r->conf_index) {
+                set_membership(r, &m, i);
+            }
+            return;
+        }
+    }
+    if (r->conf_index != r->base_index) {
+        set_membership(r, &r->base, r->base_index);
+    }
+}
+
+/* A change is in progress while the latest configuration is not
+ * committed (Raft 4.1: the next one waits for it) or a learner is being
+ * caught up for promotion. */
+static bool conf_changing(const struct raft *r)
+{
+    return r->conf_index > r->commit || r->promote_id != 0;
 }
 
 /* ---- The log ---------------------------------------------------------- */
@@ -303,6 +562,16 @@ static int log_append(struct raft *r,
     e->len = (uint32_t)len;
     e->data = copy;
     mark_dirty(r, last_index(r));
+    /* Raft 4.1: a configuration takes effect as soon as it is in the log,
+     * so that the servers it adds count without waiting for commitment.
+     * Callers checked that it decodes. */
+    if (type == RAFT_ENTRY_CONFIG) {
+        struct raft_membership m;
+
+        if (raft_membership_decode(copy, len, &m) == 0) {
+            set_membership(r, &m, last_index(r));
+        }
+    }
     return 0;
 }
 
@@ -328,6 +597,11 @@ static void log_truncate(struct raft *r, raft_index_t index)
         r->persisted = index - 1;
     }
     mark_dirty(r, index);
+    /* Raft 4.1: a removed configuration entry no longer counts; the one
+     * before it applies again. */
+    if (r->conf_index >= index) {
+        refresh_membership(r);
+    }
 }
 
 static void set_commit(struct raft *r, raft_index_t commit)
@@ -460,7 +734,9 @@ static void become_leader(struct raft *r)
     r->heartbeat_elapsed = 0;
     r->quorum_elapsed = 0;
     r->round_seq = 0;
-    for (i = 0; i < r->cfg.n_voters; i++) {
+    r->promote_id = 0;
+    r->leaving = false;
+    for (i = 0; i < r->conf.n; i++) {
         reset_progress(r, &r->progress[i]);
     }
     raft_logf(r, IKD_LOG_INFO,
@@ -478,8 +754,8 @@ static size_t count_votes(const struct raft *r)
     size_t i;
     size_t n = 0;
 
-    for (i = 0; i < r->cfg.n_voters; i++) {
-        n += r->progress[i].vote_granted ? 1 : 0;
+    for (i = 0; i < r->conf.n; i++) {
+        n += slot_votes(r, i) && r->progress[i].vote_granted ? 1 : 0;
     }
     return n;
 }
@@ -492,8 +768,8 @@ static void request_votes(struct raft *r,
     size_t i;
     struct raft_msg *m;
 
-    for (i = 0; i < r->cfg.n_voters; i++) {
-        if (i == r->self_slot) {
+    for (i = 0; i < r->conf.n; i++) {
+        if (i == r->self_slot || !slot_votes(r, i)) {
             continue;
         }
         m = push_msg(r, type, r->progress[i].id);
@@ -510,7 +786,7 @@ static void reset_votes(struct raft *r)
 {
     size_t i;
 
-    for (i = 0; i < r->cfg.n_voters; i++) {
+    for (i = 0; i < r->conf.n; i++) {
         r->progress[i].vote_granted = i == r->self_slot;
     }
 }
@@ -732,7 +1008,7 @@ static void flush(struct raft *r)
 {
     size_t i;
 
-    for (i = 0; i < r->cfg.n_voters; i++) {
+    for (i = 0; i < r->conf.n; i++) {
         if (i != r->self_slot) {
             flush_peer(r, &r->progress[i]);
         }
@@ -743,7 +1019,7 @@ static void broadcast_soon(struct raft *r)
 {
     size_t i;
 
-    for (i = 0; i < r->cfg.n_voters; i++) {
+    for (i = 0; i < r->conf.n; i++) {
         r->progress[i].need_send = i != r->self_slot;
     }
 }
@@ -780,8 +1056,9 @@ static void check_read_round(struct raft *r)
     if (r->round_seq == 0) {
         return;
     }
-    for (i = 0; i < r->cfg.n_voters; i++) {
-        if (i == r->self_slot || r->progress[i].read_acked >= r->round_seq) {
+    for (i = 0; i < r->conf.n; i++) {
+        if (slot_votes(r, i) &&
+            (i == r->self_slot || r->progress[i].read_acked >= r->round_seq)) {
             n++;
         }
     }
@@ -867,10 +1144,11 @@ static raft_id_t best_transfer_target(const struct raft *r)
     raft_index_t best_match = 0;
     size_t i;
 
-    for (i = 0; i < r->cfg.n_voters; i++) {
+    for (i = 0; i < r->conf.n; i++) {
         const struct raft_progress *pr = &r->progress[i];
 
-        if (i != r->self_slot && (best == 0 || pr->match > best_match)) {
+        if (i != r->self_slot && slot_votes(r, i) &&
+            (best == 0 || pr->match > best_match)) {
             best = pr->id;
             best_match = pr->match;
         }
@@ -879,6 +1157,9 @@ static raft_id_t best_transfer_target(const struct raft *r)
 }
 
 /* ---- Leader: commitment ----------------------------------------------- */
+
+static void maybe_leave(struct raft *r);
+static void maybe_promote(struct raft *r);
 
 static int cmp_index_desc(const void *a, const void *b)
 {
@@ -896,18 +1177,31 @@ static void maybe_advance_commit(struct raft *r)
 {
     raft_index_t match[IKD_MAX_NODES];
     raft_index_t n;
+    size_t n_match = 0;
     size_t i;
 
     assert(r->role == RAFT_LEADER);
-    for (i = 0; i < r->cfg.n_voters; i++) {
-        match[i] = i == r->self_slot ? r->persisted : r->progress[i].match;
+    /* Raft 4.2.2: a leader that the latest configuration removed still
+     * replicates, but does not count itself. */
+    for (i = 0; i < r->conf.n; i++) {
+        if (slot_votes(r, i)) {
+            match[n_match++] =
+                i == r->self_slot ? r->persisted : r->progress[i].match;
+        }
     }
-    qsort(match, r->cfg.n_voters, sizeof(match[0]), cmp_index_desc);
+    if (n_match == 0) {
+        return;
+    }
+    qsort(match, n_match, sizeof(match[0]), cmp_index_desc);
     n = match[quorum(r) - 1];
     if (n <= r->commit || term_at(r, n) != r->term) {
         return;
     }
     set_commit(r, n);
+    maybe_leave(r);
+    if (r->role != RAFT_LEADER) {
+        return;
+    }
     /* Followers learn the new commit at once: they apply and serve reads
      * without waiting for the next heartbeat. */
     broadcast_soon(r);
@@ -948,6 +1242,7 @@ static void on_append_success(struct raft *r,
     if (r->role == RAFT_LEADER && r->transfer_target == pr->id) {
         maybe_send_timeout_now(r);
     }
+    maybe_promote(r);
 }
 
 /* The largest index <= index whose term is <= term (Raft 5.3, backing up
@@ -1017,7 +1312,7 @@ static void handle_append_resp(struct raft *r, const struct raft_msg *m)
 {
     struct raft_progress *pr = progress_of(r, m->from);
 
-    if (r->role != RAFT_LEADER) {
+    if (r->role != RAFT_LEADER || pr == NULL) {
         return;
     }
     /* Any reply of this term shows the follower accepts this leader. */
@@ -1034,7 +1329,212 @@ static void handle_append_resp(struct raft *r, const struct raft_msg *m)
     check_read_round(r);
 }
 
+/* ---- Leader: membership changes (Raft 4) ------------------------------- */
+
+static int append_config(struct raft *r, const struct raft_membership *m)
+{
+    uint8_t buf[RAFT_MEMBERSHIP_MAX_BYTES];
+    size_t len;
+    int rv;
+
+    assert(r->role == RAFT_LEADER && !conf_changing(r));
+    rv = raft_membership_encode(m, buf, sizeof(buf), &len);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = log_append(r, r->term, RAFT_ENTRY_CONFIG, buf, len);
+    if (rv != 0) {
+        return rv;
+    }
+    r->uncommitted_bytes += len;
+    return 0;
+}
+
+/* Raft 4.2.1: a new server gets the log without a vote, and becomes a
+ * voter only once it holds every committed entry and is at most a message
+ * behind the leader's log; a voter that still had to
+ * fetch the whole log would leave the cluster unable to commit meanwhile.
+ * The entry that made it a learner must be committed first (one change at
+ * a time). */
+static void maybe_promote(struct raft *r)
+{
+    struct raft_membership next;
+    struct raft_progress *pr;
+    raft_index_t behind;
+    size_t i;
+
+    if (r->role != RAFT_LEADER || r->promote_id == 0 ||
+        r->conf_index > r->commit || r->transfer_target != 0) {
+        return;
+    }
+    pr = progress_of(r, r->promote_id);
+    assert(pr != NULL); /* set_membership() clears promote_id */
+    behind = last_index(r) - pr->match;
+    if (pr->snapshotting || pr->match < r->commit ||
+        behind > r->cfg.max_append_entries) {
+        return;
+    }
+    next = r->conf;
+    for (i = 0; i < next.n; i++) {
+        if (next.servers[i].id == r->promote_id) {
+            next.servers[i].voter = true;
+        }
+    }
+    raft_logf(r, IKD_LOG_INFO,
+              "learner=%" PRIu32 " caught up to index=%" PRIu64 " of %" PRIu64
+              " -> make it a voter",
+              pr->id, pr->match, last_index(r));
+    r->promote_id = 0;
+    if (append_config(r, &next) != 0) {
+        r->promote_id = pr->id; /* try again at the next reply */
+    }
+}
+
+/* Raft 4.2.2: once a configuration without this leader is committed it
+ * no longer leads: it hands over to the most up-to-date voter, or steps
+ * down when there is none or the hand-over times out. */
+static void maybe_leave(struct raft *r)
+{
+    raft_id_t target;
+
+    if (r->role != RAFT_LEADER || self_votes(r) || r->conf_index > r->commit ||
+        r->leaving) {
+        return;
+    }
+    r->leaving = true;
+    target = best_transfer_target(r);
+    if (target == 0) {
+        become_follower(r, r->term, 0, "removed, no voter to hand over to");
+        return;
+    }
+    raft_logf(r, IKD_LOG_INFO,
+              "removed by the configuration at index=%" PRIu64
+              " -> hand leadership to=%" PRIu32,
+              r->conf_index, target);
+    r->transfer_target = target;
+    r->transfer_elapsed = 0;
+    r->timeout_now_sent = false;
+    maybe_send_timeout_now(r);
+}
+
+static int change_add(struct raft *r, raft_id_t id, const char *addr)
+{
+    const struct raft_server *sv = raft_membership_find(&r->conf, id);
+    struct raft_membership next;
+    struct raft_server *added;
+    int rv;
+
+    if (addr == NULL || addr[0] == 0 || strlen(addr) >= IKD_MAX_ADDR_BYTES ||
+        (sv != NULL && strcmp(sv->addr, addr) != 0)) {
+        return -EINVAL;
+    }
+    if (sv != NULL && sv->voter) {
+        return r->conf_index <= r->commit ? 1 : 0;
+    }
+    if (sv != NULL) {
+        /* A learner: promote it, unless another server is in the way. */
+        if (r->promote_id != 0 && r->promote_id != id) {
+            return IKD_ECHANGING;
+        }
+        r->promote_id = id;
+        maybe_promote(r);
+        return 0;
+    }
+    if (conf_changing(r)) {
+        return IKD_ECHANGING;
+    }
+    if (r->conf.n == IKD_MAX_NODES) {
+        return IKD_ELIMIT;
+    }
+    next = r->conf;
+    added = &next.servers[next.n++];
+    memset(added, 0, sizeof(*added));
+    added->id = id;
+    memcpy(added->addr, addr, strlen(addr) + 1);
+    rv = append_config(r, &next);
+    if (rv == 0) {
+        r->promote_id = id;
+    }
+    return rv;
+}
+
+static int change_remove(struct raft *r, raft_id_t id)
+{
+    const struct raft_server *sv = raft_membership_find(&r->conf, id);
+    struct raft_membership next;
+    size_t i;
+
+    if (sv == NULL) {
+        return r->conf_index <= r->commit ? 1 : 0;
+    }
+    /* Removing the learner that waits for promotion ends that wait. */
+    if (r->conf_index > r->commit ||
+        (r->promote_id != 0 && r->promote_id != id)) {
+        return IKD_ECHANGING;
+    }
+    if (sv->voter && count_voters(r) == 1) {
+        return -EINVAL;
+    }
+    next.n = 0;
+    for (i = 0; i < r->conf.n; i++) {
+        if (r->conf.servers[i].id != id) {
+            next.servers[next.n++] = r->conf.servers[i];
+        }
+    }
+    r->promote_id = 0;
+    return append_config(r, &next);
+}
+
+int raft_change(struct raft *r,
+                enum raft_change_type type,
+                raft_id_t id,
+                const char *addr)
+{
+    int rv;
+
+    if (r->role != RAFT_LEADER) {
+        return IKD_ENOTLEADER;
+    }
+    if (id == 0 || (type != RAFT_CHANGE_ADD && type != RAFT_CHANGE_REMOVE)) {
+        return -EINVAL;
+    }
+    if (r->transfer_target != 0 || r->leaving) {
+        return IKD_EBUSY;
+    }
+    rv = type == RAFT_CHANGE_ADD ? change_add(r, id, addr)
+                                 : change_remove(r, id);
+    raft_logf(r, IKD_LOG_INFO,
+              "membership change %s id=%" PRIu32 " asked -> %s",
+              type == RAFT_CHANGE_ADD ? "add" : "remove", id,
+              rv == 1 ? "already so" : ikd_strerror(rv));
+    return rv;
+}
+
+const struct raft_membership *raft_membership(const struct raft *r,
+                                              raft_index_t *index)
+{
+    if (index != NULL) {
+        *index = r->conf_index;
+    }
+    return &r->conf;
+}
+
+raft_id_t raft_catching_up(const struct raft *r)
+{
+    return r->role == RAFT_LEADER ? r->promote_id : 0;
+}
+
 /* ---- Follower: AppendEntries ------------------------------------------ */
+
+/* Every configuration entry must decode: the log's configuration comes
+ * from them. */
+static bool entry_is_valid(const struct raft_entry *e)
+{
+    struct raft_membership m;
+
+    return e->type != RAFT_ENTRY_CONFIG ||
+           raft_membership_decode(e->data, e->len, &m) == 0;
+}
 
 /* Incoming entries must form a valid log suffix: terms never go down and
  * none is newer than the message. */
@@ -1050,7 +1550,7 @@ static bool append_is_valid(const struct raft_msg *m)
         const struct raft_entry *e = &m->append.entries[i];
 
         if (e->term < prev || e->term > m->term ||
-            (e->len > 0 && e->data == NULL)) {
+            (e->len > 0 && e->data == NULL) || !entry_is_valid(e)) {
             return false;
         }
         prev = e->term;
@@ -1243,6 +1743,12 @@ static int handle_snapshot(struct raft *r, const struct raft_msg *m)
         return 0;
     }
     restore_snapshot(r, m->snapshot.index, m->snapshot.term);
+    /* Raft 7: the snapshot's configuration replaces the compacted ones. */
+    if (m->snapshot.membership != NULL) {
+        r->base = *m->snapshot.membership;
+        r->base_index = m->snapshot.membership_index;
+    }
+    refresh_membership(r);
     resp->append_resp.index = m->snapshot.index;
     return 0;
 }
@@ -1299,7 +1805,8 @@ static void handle_prevote_resp(struct raft *r, const struct raft_msg *m)
         }
         return;
     }
-    if (!r->prevoting || r->role == RAFT_LEADER || m->term != r->term + 1) {
+    if (!r->prevoting || r->role == RAFT_LEADER || m->term != r->term + 1 ||
+        pr == NULL) {
         return;
     }
     pr->vote_granted = true;
@@ -1314,7 +1821,7 @@ static void handle_prevote_resp(struct raft *r, const struct raft_msg *m)
 /* Raft 3.10: the leader asks this node to take over at once. */
 static void handle_timeout_now(struct raft *r, const struct raft_msg *m)
 {
-    if (r->role != RAFT_FOLLOWER) {
+    if (r->role != RAFT_FOLLOWER || !may_campaign(r)) {
         return;
     }
     raft_logf(r, IKD_LOG_INFO,
@@ -1359,7 +1866,7 @@ static void handle_vote_resp(struct raft *r, const struct raft_msg *m)
 {
     struct raft_progress *pr = progress_of(r, m->from);
 
-    if (r->role != RAFT_CANDIDATE || !m->vote_resp.granted) {
+    if (r->role != RAFT_CANDIDATE || !m->vote_resp.granted || pr == NULL) {
         return;
     }
     pr->vote_granted = true;
@@ -1376,9 +1883,14 @@ static bool config_is_valid(const struct raft_config *cfg)
     size_t j;
     bool has_self = false;
 
-    if (cfg->id == 0 || cfg->n_voters == 0 || cfg->n_voters > IKD_MAX_NODES ||
-        cfg->election_ticks == 0 || cfg->heartbeat_ticks == 0 ||
+    if (cfg->id == 0 || cfg->election_ticks == 0 || cfg->heartbeat_ticks == 0 ||
         cfg->election_ticks > UINT32_MAX / 2) {
+        return false;
+    }
+    if (cfg->membership != NULL) {
+        return membership_is_valid(cfg->membership);
+    }
+    if (cfg->n_voters == 0 || cfg->n_voters > IKD_MAX_NODES) {
         return false;
     }
     for (i = 0; i < cfg->n_voters; i++) {
@@ -1425,12 +1937,19 @@ struct raft *raft_new(const struct raft_config *cfg)
     r->first_index = 1;
     r->role = RAFT_FOLLOWER;
     r->reported_role = RAFT_FOLLOWER;
-    for (i = 0; i < cfg->n_voters; i++) {
-        r->progress[i].id = cfg->voters[i];
-        if (cfg->voters[i] == cfg->id) {
-            r->self_slot = i;
+    if (cfg->membership != NULL) {
+        r->base = *cfg->membership;
+        r->base_index = cfg->membership_index;
+    } else {
+        r->base.n = cfg->n_voters;
+        for (i = 0; i < cfg->n_voters; i++) {
+            r->base.servers[i].id = cfg->voters[i];
+            r->base.servers[i].voter = true;
         }
     }
+    r->cfg.membership = NULL; /* not kept: it belongs to the caller */
+    set_membership(r, &r->base, r->base_index);
+    r->conf_changed = false;
     reset_election_timer(r);
     return r;
 }
@@ -1475,7 +1994,8 @@ static int load_check(raft_term_t term,
     }
     for (i = 0; i < n_entries; i++) {
         if (entries[i].term < prev || entries[i].term > term ||
-            (entries[i].len > 0 && entries[i].data == NULL)) {
+            (entries[i].len > 0 && entries[i].data == NULL) ||
+            !entry_is_valid(&entries[i])) {
             return IKD_ECORRUPT;
         }
         prev = entries[i].term;
@@ -1517,6 +2037,8 @@ int raft_load(struct raft *r,
     r->persisted = last_index(r);
     r->commit = applied;
     r->applied = applied;
+    refresh_membership(r);
+    r->conf_changed = false; /* the caller reads it with raft_membership() */
     r->reported_commit = applied;
     return 0;
 }
@@ -1528,12 +2050,13 @@ static void check_quorum(struct raft *r)
     size_t i;
     size_t active = 1;
 
-    for (i = 0; i < r->cfg.n_voters; i++) {
+    for (i = 0; i < r->conf.n; i++) {
         if (i != r->self_slot) {
-            active += r->progress[i].active ? 1 : 0;
+            active += slot_votes(r, i) && r->progress[i].active ? 1 : 0;
             r->progress[i].active = false;
         }
     }
+    active -= self_votes(r) ? 0 : 1;
     if (active < quorum(r)) {
         become_follower(r, r->term, 0, "no reply from a majority");
     }
@@ -1546,14 +2069,19 @@ static void tick_leader(struct raft *r)
     if (++r->heartbeat_elapsed >= r->cfg.heartbeat_ticks) {
         r->heartbeat_elapsed = 0;
         broadcast_soon(r);
-        for (i = 0; i < r->cfg.n_voters; i++) {
+        for (i = 0; i < r->conf.n; i++) {
             r->progress[i].probe_sent = false;
         }
     }
     if (r->transfer_target != 0 &&
         ++r->transfer_elapsed >= r->cfg.election_ticks) {
         stop_transfer(r, "timed out");
+        if (r->leaving) {
+            become_follower(r, r->term, 0, "removed, hand-over timed out");
+            return;
+        }
     }
+    maybe_promote(r);
     if (++r->quorum_elapsed >= r->cfg.election_ticks) {
         r->quorum_elapsed = 0;
         check_quorum(r);
@@ -1566,7 +2094,15 @@ void raft_tick(struct raft *r)
         tick_leader(r);
         return;
     }
-    if (++r->election_elapsed >= r->election_timeout) {
+    if (++r->election_elapsed >= r->election_timeout && !may_campaign(r)) {
+        /* Raft 4.2.1, 4.2.3: learners and removed servers do not
+         * campaign; they only stop believing in a leader they no longer
+         * hear. */
+        set_leader(r, 0);
+        reset_election_timer(r);
+        return;
+    }
+    if (r->election_elapsed >= r->election_timeout) {
         if (r->cfg.disable_prevote) {
             campaign(r, false);
         } else {
@@ -1608,10 +2144,16 @@ static bool step_term(struct raft *r, const struct raft_msg *m)
  * the term. */
 static bool msg_is_valid(struct raft *r, const struct raft_msg *m)
 {
-    if (m->to != r->cfg.id || m->from == r->cfg.id ||
-        progress_of(r, m->from) == NULL) {
+    if (m->to != r->cfg.id || m->from == r->cfg.id || m->from == 0) {
         return false;
     }
+    /* Raft 4.1: requests are handled whatever the configuration says: a
+     * leader may be unknown here (this server is being added and has no
+     * configuration yet, or the leader removed itself and hands over), and
+     * a candidate may be in a configuration this server has not seen.
+     * Removed servers are kept out by pre-vote and by ignoring votes while
+     * a leader is heard (Raft 4.2.3); replies from servers outside the
+     * configuration are ignored by their handlers. */
     switch (m->type) {
         case RAFT_MSG_VOTE:
         case RAFT_MSG_VOTE_RESP:
@@ -1735,7 +2277,8 @@ int raft_transfer(struct raft *r, raft_id_t target)
     if (target == 0) {
         target = best_transfer_target(r);
     }
-    if (target == 0 || progress_of(r, target) == NULL) {
+    if (target == 0 || progress_of(r, target) == NULL ||
+        !raft_membership_find(&r->conf, target)->voter) {
         return -EINVAL;
     }
     r->transfer_target = target;
@@ -1778,7 +2321,7 @@ bool raft_has_update(const struct raft *r)
     size_t i;
 
     if ((!r->out_taken && r->n_out > 0) || r->hard_state_changed ||
-        r->dirty_from != 0 || r->snapshot_index != 0 ||
+        r->dirty_from != 0 || r->snapshot_index != 0 || r->conf_changed ||
         r->commit != r->reported_commit ||
         (!r->ready_taken && r->n_ready > 0) || r->role != r->reported_role ||
         r->leader != r->reported_leader) {
@@ -1787,7 +2330,7 @@ bool raft_has_update(const struct raft *r)
     if (r->role != RAFT_LEADER) {
         return false;
     }
-    for (i = 0; i < r->cfg.n_voters; i++) {
+    for (i = 0; i < r->conf.n; i++) {
         if (i != r->self_slot && peer_wants_send(r, &r->progress[i])) {
             return true;
         }
@@ -1840,6 +2383,7 @@ void raft_get_update(struct raft *r, struct raft_update *u)
     u->n_reads = r->n_ready;
     u->snapshot_index = r->snapshot_index;
     u->snapshot_term = r->snapshot_term;
+    u->membership_changed = r->conf_changed;
     u->soft_state_changed =
         r->role != r->reported_role || r->leader != r->reported_leader;
     u->role = r->role;
@@ -1851,6 +2395,7 @@ void raft_get_update(struct raft *r, struct raft_update *u)
     r->dirty_from = 0;
     r->snapshot_index = 0;
     r->snapshot_term = 0;
+    r->conf_changed = false;
     r->reported_commit = r->commit;
     r->reported_role = r->role;
     r->reported_leader = r->leader;
@@ -1868,6 +2413,23 @@ void raft_persisted(struct raft *r, raft_index_t index, raft_term_t term)
     }
 }
 
+static void keep_base_at(struct raft *r, raft_index_t index)
+{
+    struct raft_membership m;
+    raft_index_t i;
+
+    for (i = index; i >= r->first_index && i > r->base_index; i--) {
+        const struct raft_entry *e = &r->entries[i - r->first_index];
+
+        if (e->type == RAFT_ENTRY_CONFIG &&
+            raft_membership_decode(e->data, e->len, &m) == 0) {
+            r->base = m;
+            r->base_index = i;
+            return;
+        }
+    }
+}
+
 int raft_compact(struct raft *r, raft_index_t index)
 {
     size_t drop;
@@ -1881,8 +2443,10 @@ int raft_compact(struct raft *r, raft_index_t index)
     }
     /* Raft 7: only applied entries go; their effect lives in the state
      * machine, and the term of the last one stays for the consistency
-     * check. */
+     * check.  The configuration as of index becomes the base, since its
+     * entry may be among those dropped. */
     drop = (size_t)(index + 1 - r->first_index);
+    keep_base_at(r, index);
     r->prev_term = term_at(r, index);
     for (i = 0; i < drop; i++) {
         free(r->entries[i].data);
@@ -1922,7 +2486,7 @@ bool raft_snapshot_pending(const struct raft *r, raft_id_t id)
     if (r->role != RAFT_LEADER) {
         return false;
     }
-    for (i = 0; i < r->cfg.n_voters; i++) {
+    for (i = 0; i < r->conf.n; i++) {
         if (r->progress[i].id == id) {
             return r->progress[i].snapshotting;
         }
@@ -1993,7 +2557,7 @@ raft_index_t raft_match_index(const struct raft *r, raft_id_t id)
     if (r->role != RAFT_LEADER) {
         return 0;
     }
-    for (size_t i = 0; i < r->cfg.n_voters; i++) {
+    for (size_t i = 0; i < r->conf.n; i++) {
         if (r->progress[i].id == id) {
             return r->progress[i].match;
         }

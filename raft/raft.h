@@ -37,7 +37,47 @@ const char *raft_role_name(enum raft_role role);
 enum raft_entry_type {
     RAFT_ENTRY_NOOP = 0,    /* appended by a new leader (Raft 5.4.2, 6.4) */
     RAFT_ENTRY_COMMAND = 1, /* opaque bytes for the state machine */
+    /* A whole configuration, encoded by raft_membership_encode().  It takes
+     * effect on each server as soon as it is in the log, committed or not
+     * (Raft 4.1). */
+    RAFT_ENTRY_CONFIG = 2,
 };
+
+/* One server of a configuration.  Learners receive the log but neither
+ * vote nor count for commitment (Raft 4.2.1). */
+struct raft_server
+{
+    raft_id_t id;
+    bool voter;
+    char addr[IKD_MAX_ADDR_BYTES]; /* "HOST:PORT", NUL-terminated */
+};
+
+struct raft_membership
+{
+    size_t n;
+    struct raft_server servers[IKD_MAX_NODES]; /* distinct, non-zero ids */
+};
+
+/* Configuration entry format, version 1 (all integers big-endian):
+ *   u8 version (1), u8 n, then n times:
+ *   u32 id, u8 voter (0 or 1), u8 addr_len, addr_len bytes (no NUL)
+ * Encode into buf of cap bytes and store the length in *len: 0, or
+ * -EINVAL for an invalid configuration or a buffer too small. */
+#define RAFT_MEMBERSHIP_MAX_BYTES (2 + IKD_MAX_NODES * (6 + IKD_MAX_ADDR_BYTES))
+int raft_membership_encode(const struct raft_membership *m,
+                           uint8_t *buf,
+                           size_t cap,
+                           size_t *len);
+
+/* Decode len bytes into *m: 0, or IKD_EMALFORMED for anything that is not
+ * a valid configuration (duplicate or zero ids, bad lengths, no NUL room). */
+int raft_membership_decode(const uint8_t *data,
+                           size_t len,
+                           struct raft_membership *m);
+
+/* The server with id in m, or NULL. */
+const struct raft_server *raft_membership_find(const struct raft_membership *m,
+                                               raft_id_t id);
 
 struct raft_entry
 {
@@ -126,6 +166,12 @@ struct raft_msg
         {
             raft_index_t index;
             raft_term_t term;
+            /* Into a follower's core only: the configuration the snapshot
+             * holds and the index of its entry (Raft 7: the latest
+             * configuration travels with the state), borrowed for the
+             * call.  NULL keeps the configuration the core knows. */
+            const struct raft_membership *membership;
+            raft_index_t membership_index;
         } snapshot;
     };
 };
@@ -141,8 +187,16 @@ struct raft_read
 struct raft_config
 {
     raft_id_t id;
+    /* The configuration to start from when membership is NULL: voters
+     * only, without addresses; it must include id. */
     size_t n_voters;
-    raft_id_t voters[IKD_MAX_NODES]; /* includes id */
+    raft_id_t voters[IKD_MAX_NODES];
+    /* Otherwise the configuration as of entry membership_index (0 for one
+     * given at bootstrap), copied; it may be empty or lack id, as on a
+     * server that waits to be added.  Configuration entries in the log
+     * after membership_index replace it. */
+    const struct raft_membership *membership;
+    raft_index_t membership_index;
     /* The election timeout is drawn afresh, uniformly from
      * [election_ticks, 2 * election_ticks), at every reset. */
     unsigned election_ticks;
@@ -199,6 +253,9 @@ struct raft_update
      * as usual; commit is at least snapshot_index. */
     raft_index_t snapshot_index;
     raft_term_t snapshot_term;
+
+    /* The latest configuration changed (raft_membership() tells it). */
+    bool membership_changed;
 
     /* Role or known leader changed since the previous update. */
     bool soft_state_changed;
@@ -278,6 +335,36 @@ int raft_transfer(struct raft *r, raft_id_t target);
  * get a snapshot instead.  index must be applied and durable; an index at
  * or below the start of the log does nothing.  Returns 0 or -EINVAL. */
 int raft_compact(struct raft *r, raft_index_t index);
+
+enum raft_change_type { RAFT_CHANGE_ADD = 1, RAFT_CHANGE_REMOVE };
+
+/* Single-server membership changes (Raft 4.1, 4.2.1).  ADD appends a
+ * configuration with id as a learner at addr; once the learner's log is
+ * within a message's worth of the leader's and that configuration is
+ * committed, the leader appends one that makes it a voter.  ADD of a
+ * learner already present only asks for that promotion again.  REMOVE
+ * appends a configuration without id; a leader that removed itself hands
+ * leadership over once the change commits, or steps down.
+ * Returns 0 when a change started or is under way, 1 when the
+ * configuration already is what was asked (id a voter at addr, or id
+ * absent), IKD_ENOTLEADER, IKD_ECHANGING while a configuration entry is
+ * not committed or another server is catching up, -EINVAL for an id
+ * present at another address, a zero id, an address that does not fit,
+ * or the removal of the last voter; IKD_ELIMIT when the configuration is
+ * full. */
+int raft_change(struct raft *r,
+                enum raft_change_type type,
+                raft_id_t id,
+                const char *addr);
+
+/* The latest configuration in the log, committed or not (Raft 4.1), and
+ * the index of its entry in *index (0 for one given at start).  The
+ * pointer stays valid until the next non-const call. */
+const struct raft_membership *raft_membership(const struct raft *r,
+                                              raft_index_t *index);
+
+/* The learner a leader waits for to promote it, 0 when none. */
+raft_id_t raft_catching_up(const struct raft *r);
 
 /* On a leader: sending a snapshot to follower id failed or was abandoned;
  * the core asks for one again at its next heartbeat if still needed. */

@@ -240,6 +240,9 @@ class Node:
         self.proc = None
         self.stopped = False
         self.started_at = None
+        # Started with --listen/--join instead of --cluster: it waits to be
+        # added with `ikada member add`.
+        self.joiner = False
 
     @property
     def addr(self):
@@ -291,8 +294,26 @@ class Cluster:
     def live_ids(self):
         return [i for i in self.ids() if self.nodes[i].live()]
 
+    def add_node(self, host="127.0.0.1"):
+        """A new node (not started) that joins the running cluster; returns
+        its id."""
+        nid = max(self.nodes) + 1
+        nd = Node(self, nid, free_ports(1)[0], host)
+        nd.joiner = True
+        self.nodes[nid] = nd
+        return nid
+
     def server_argv(self, i):
         nd = self.nodes[i]
+        if nd.joiner:
+            join = ",".join(self.nodes[j].addr for j in self.ids()
+                            if not self.nodes[j].joiner)
+            return [
+                SERVER, "--id", str(i), "--listen", nd.addr, "--join", join,
+                "--data", nd.data, "--mount", nd.mount,
+                "--election-timeout-ms", str(ELECTION_TIMEOUT_MS),
+                "--heartbeat-ms", str(HEARTBEAT_MS)
+            ] + self.extra_args
         return [
             SERVER, "--id", str(i), "--cluster", self.spec, "--data",
             nd.data, "--mount", nd.mount, "--election-timeout-ms",

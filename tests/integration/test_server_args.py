@@ -36,7 +36,8 @@ def assert_refused(r, data, mount):
 def test_help_exits_0_with_usage_on_stdout():
     r = ck.run([ck.SERVER, "--help"])
     assert r.rc == 0, r
-    for flag in (b"--id", b"--cluster", b"--data", b"--mount"):
+    for flag in (b"--id", b"--cluster", b"--data", b"--mount", b"--listen",
+                 b"--join", b"--recover"):
         assert flag in r.out, r
 
 
@@ -58,6 +59,13 @@ BAD = {
     "flag-without-value": lambda a: a + ["--heartbeat-ms"],
     "election-timeout-not-a-number": lambda a: a + [
         "--election-timeout-ms", "soon"],
+    "cluster-and-listen": lambda a: a + [
+        "--listen", a[3].split(",")[0].split("=")[1], "--join", "127.0.0.1:1"],
+    "listen-without-join": lambda a: a[:2] + [
+        "--listen", a[3].split(",")[0].split("=")[1]] + a[4:],
+    "join-garbage": lambda a: a[:2] + [
+        "--listen", a[3].split(",")[0].split("=")[1], "--join",
+        "nowhere"] + a[4:],
 }
 
 

@@ -86,6 +86,7 @@ enum fault_kind {
     F_RESTART,
     F_TRANSFER,
     F_COMPACT,
+    F_MEMBERSHIP,
     F_KINDS
 };
 
@@ -103,6 +104,7 @@ static const char *const fault_names[F_KINDS] = {
     "restarts",
     "transfers",
     "random compactions",
+    "membership changes asked",
 };
 
 static struct
@@ -135,6 +137,11 @@ static struct
     uint64_t compactions;
     uint64_t compacted_entries;
     uint64_t compact_refused;
+    /* Raft 4: changes a leader took, refused while one was in progress,
+     * and configuration entries applied. */
+    uint64_t conf_started;
+    uint64_t conf_refused;
+    uint64_t conf_applied;
 } totals;
 
 /* One message in flight. */
@@ -152,6 +159,11 @@ struct sm_state
     raft_index_t index;
     raft_term_t term;
     uint64_t digest;
+    /* The configuration as of index (Raft 4), from the entry at
+     * conf_index (0: the one the cluster started with); it travels with
+     * snapshots and is what a restarted node starts from. */
+    struct raft_membership conf;
+    raft_index_t conf_index;
 };
 
 /* A snapshot on its way from a leader to a follower or, once delivered,
@@ -849,6 +861,11 @@ static void apply_ready(struct sim *s, size_t idx)
         sn->d_sm.digest = digest_add(sn->d_sm.digest, i, e);
         sn->d_sm.index = i;
         sn->d_sm.term = e->term;
+        if (e->type == RAFT_ENTRY_CONFIG) {
+            CHECK(raft_membership_decode(e->data, e->len, &sn->d_sm.conf) == 0);
+            sn->d_sm.conf_index = i;
+            totals.conf_applied++;
+        }
         if (i <= s->n_applied) {
             CHECK(entry_equal(e, &s->applied[i - 1]));
             CHECK(sn->d_sm.digest == s->digests[i - 1]);
@@ -1147,6 +1164,12 @@ static void node_start(struct sim *s, size_t idx)
     for (i = 0; i < s->n; i++) {
         cfg.voters[i] = (raft_id_t)(i + 1);
     }
+    /* The durable configuration, once there is one (scenarios that write
+     * the disk by hand start from the voters above). */
+    if (sn->d_sm.conf.n > 0) {
+        cfg.membership = &sn->d_sm.conf;
+        cfg.membership_index = sn->d_sm.conf_index;
+    }
     cfg.seed = s->seed * 1000003 + sn->incarnation;
     sn->r = raft_new(&cfg);
     CHECK(sn->r != NULL);
@@ -1200,6 +1223,15 @@ static void sim_init(struct sim *s,
     s->leader_of_term = calloc(SIM_MAX_TERMS, sizeof(raft_id_t));
     CHECK(s->leader_of_term != NULL);
     for (i = 0; i < n; i++) {
+        struct raft_server *sv = &s->nodes[0].d_sm.conf.servers[i];
+
+        sv->id = (raft_id_t)(i + 1);
+        sv->voter = true;
+        snprintf(sv->addr, sizeof(sv->addr), "sim:%zu", i + 1);
+    }
+    s->nodes[0].d_sm.conf.n = n;
+    for (i = 0; i < n; i++) {
+        s->nodes[i].d_sm.conf = s->nodes[0].d_sm.conf;
         s->nodes[i].d_first = 1;
         node_start(s, i);
     }
@@ -1292,6 +1324,8 @@ static void stream_deliver(struct sim *s, const struct stream *st)
     m.term = st->term;
     m.snapshot.index = st->snap.index;
     m.snapshot.term = st->snap.term;
+    m.snapshot.membership = &st->snap.conf;
+    m.snapshot.membership_index = st->snap.conf_index;
     trace_msg(s, "recv", &m);
     sn->handed = &st->snap;
     CHECK(raft_step(sn->r, &m) == 0);
@@ -1388,8 +1422,10 @@ static void sim_step(struct sim *s)
 
         while (sn->r != NULL && sn->n_jobs > 0 && sn->jobs[0].due <= s->now) {
             disk_complete(s, i);
-            apply_ready(s, i);
+            /* A leader that is the only voter commits on its own disk
+             * write: the update reports that before anything applies. */
             process(s, i);
+            apply_ready(s, i);
             check_all(s);
         }
         if (sn->r != NULL && sn->next_tick <= s->now) {
@@ -1579,6 +1615,53 @@ static void bridge(struct sim *s)
     trace(s, "network bridged by node %zu", mid);
 }
 
+/* Whether raft_transfer(l, to) must start: to is a voter other than l,
+ * or with to 0, some other voter exists (a transfer to l itself is a
+ * no-op that succeeds). */
+static bool transfer_possible(struct raft *l, raft_id_t to)
+{
+    const struct raft_membership *m = raft_membership(l, NULL);
+    size_t i;
+
+    if (to == raft_id(l)) {
+        return true;
+    }
+    for (i = 0; i < m->n; i++) {
+        if (m->servers[i].voter && m->servers[i].id != raft_id(l) &&
+            (to == 0 || m->servers[i].id == to)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Raft 4: the leader adds id (as a learner, or promotes it) when it is
+ * not a voter, else removes it, now and then itself.  A change refused
+ * while another is in progress is the only expected refusal, apart from
+ * removing the last voter and a leader handing over. */
+static void change_membership(struct sim *s, struct raft *l, raft_id_t id)
+{
+    const struct raft_server *sv =
+        raft_membership_find(raft_membership(l, NULL), id);
+    bool add = sv == NULL || !sv->voter;
+    char addr[16];
+    int rv;
+
+    snprintf(addr, sizeof(addr), "sim:%" PRIu32, id);
+    rv = raft_change(l, add ? RAFT_CHANGE_ADD : RAFT_CHANGE_REMOVE, id, addr);
+    trace(s, "node %" PRIu32 " asked to %s %" PRIu32 " -> %d", raft_id(l),
+          add ? "add" : "remove", id, rv);
+    CHECK(rv == 0 || rv == 1 || rv == IKD_ECHANGING || rv == IKD_EBUSY ||
+          (rv == -EINVAL && !add));
+    if (rv == 0) {
+        totals.conf_started++;
+    } else if (rv == IKD_ECHANGING) {
+        totals.conf_refused++;
+    }
+    process(s, raft_id(l) - 1);
+    check_all(s);
+}
+
 static void random_fault(struct sim *s)
 {
     size_t victim = 1 + sim_below(s, (unsigned)s->n);
@@ -1612,12 +1695,15 @@ static void random_fault(struct sim *s)
     } else if (p < 58 && s->nodes[victim - 1].r != NULL) {
         node_crash(s, victim - 1);
         totals.faults[F_CRASH]++;
+    } else if (p < 70 && p >= 63 && (l = find_leader(s)) != NULL) {
+        change_membership(s, l, (raft_id_t)victim);
+        totals.faults[F_MEMBERSHIP]++;
     } else if (p < 63 && (l = find_leader(s)) != NULL) {
         raft_id_t to = sim_chance(s, 50) ? 0 : (raft_id_t)other;
 
         trace(s, "node %" PRIu32 " asked to transfer to %" PRIu32, raft_id(l),
               to);
-        CHECK(raft_transfer(l, to) == 0 || s->n == 1);
+        CHECK(raft_transfer(l, to) == 0 || !transfer_possible(l, to));
         process(s, raft_id(l) - 1);
         totals.faults[F_TRANSFER]++;
     }
@@ -1675,6 +1761,11 @@ static bool all_follow_and_commit(struct sim *s,
     for (i = 0; i < s->n; i++) {
         struct raft *r = s->nodes[i].r;
 
+        /* Servers the configuration removed no longer follow anyone. */
+        if (raft_membership_find(raft_membership(l, NULL),
+                                 (raft_id_t)(i + 1)) == NULL) {
+            continue;
+        }
         if (r == NULL || raft_leader(r) != raft_id(l) ||
             raft_commit(r) < index || raft_applied_index(r) < index ||
             s->nodes[i].d_sm.index < index) {
@@ -2242,6 +2333,49 @@ static void scenario_snapshot(void)
         crashed, cut_off);
 }
 
+/* Raft 4.2.3: a server removed while it was cut off never hears of its
+ * removal and keeps asking for pre-votes once it is back; the servers
+ * that hear their leader refuse it, so the leader keeps its term. */
+static void scenario_removed_server(void)
+{
+    struct raft_config base = default_base();
+    struct sim s;
+    struct raft *l;
+    raft_id_t leader;
+    raft_term_t term;
+    raft_index_t index;
+    raft_id_t victim;
+    unsigned t;
+
+    sim_init(&s, 3, 2024, &base);
+    wait_leader(&s, 0, 200);
+    l = find_leader(&s);
+    leader = raft_id(l);
+    victim = leader % 3 + 1;
+    isolate(&s, victim);
+    CHECK(raft_change(l, RAFT_CHANGE_REMOVE, victim, NULL) == 0);
+    raft_membership(l, &index);
+    process(&s, leader - 1);
+    for (t = 0; t < 200 && raft_commit(l) < index; t++) {
+        run_ticks(&s, 1);
+    }
+    CHECK(raft_commit(l) >= index);
+    term = raft_term(l);
+    run_ticks(&s, 20 * SIM_ELECTION_TICKS);
+
+    heal(&s);
+    run_ticks(&s, 50 * SIM_ELECTION_TICKS);
+    l = find_leader(&s);
+    CHECK(l != NULL && raft_id(l) == leader && raft_term(l) == term);
+    CHECK(raft_membership_find(raft_membership(s.nodes[victim - 1].r, NULL),
+                               victim) != NULL);
+    check_liveness(&s);
+    sim_free(&s);
+    printf(
+        "scenario removed server: never told, it came back and the leader "
+        "kept its term\n");
+}
+
 /* ---- Main --------------------------------------------------------------- */
 
 static uint64_t parse_u64(const char *text)
@@ -2300,6 +2434,8 @@ int main(int argc, char **argv)
         scenario_isolated_leader();
         scenario = "rejoin";
         scenario_rejoin();
+        scenario = "removed server";
+        scenario_removed_server();
         scenario = "transfer";
         scenario_transfer();
         scenario = "snapshot";
@@ -2344,6 +2480,10 @@ int main(int argc, char **argv)
            "), refused past applied: %" PRIu64 "\n",
            totals.compactions, totals.compacted_entries,
            totals.compact_refused);
+    printf("  membership changes started: %" PRIu64
+           ", refused while one was in progress: %" PRIu64
+           ", configuration entries applied: %" PRIu64 "\n",
+           totals.conf_started, totals.conf_refused, totals.conf_applied);
     for (a = 0; a < F_KINDS; a++) {
         printf("  %s: %" PRIu64 "\n", fault_names[a], totals.faults[a]);
     }
@@ -2352,7 +2492,8 @@ int main(int argc, char **argv)
         (totals.acked < schedules || totals.faults[F_CRASH] == 0 ||
          totals.faults[F_TRANSFER] == 0 || totals.reads == 0 ||
          totals.snap_installed == 0 || totals.snap_failed == 0 ||
-         totals.compactions == 0)) {
+         totals.compactions == 0 || totals.conf_started == 0 ||
+         totals.conf_refused == 0)) {
         fprintf(stderr, "sim: the schedules exercised too little\n");
         return 1;
     }

@@ -1048,6 +1048,87 @@ static void test_store_noop_not_applied(void **state)
     tmp_remove(dir);
 }
 
+static struct raft_membership conf_of(size_t n)
+{
+    struct raft_membership m;
+    size_t i;
+
+    memset(&m, 0, sizeof(m));
+    for (i = 0; i < n; i++) {
+        m.servers[i].id = (raft_id_t)(i + 1);
+        m.servers[i].voter = true;
+        snprintf(m.servers[i].addr, sizeof(m.servers[i].addr), "127.0.0.1:%zu",
+                 2000 + i);
+    }
+    m.n = n;
+    return m;
+}
+
+/* Raft 4: the configuration of an applied entry is stored with it, is
+ * loaded after a restart, travels in snapshot files, and never goes back
+ * to an older one. */
+static void test_store_keeps_configuration(void **state)
+{
+    struct fx *f = *state;
+    struct raft_membership three = conf_of(3);
+    struct raft_membership four = conf_of(4);
+    struct raft_membership back;
+    uint8_t buf3[RAFT_MEMBERSHIP_MAX_BYTES];
+    uint8_t buf4[RAFT_MEMBERSHIP_MAX_BYTES];
+    uint8_t got[RAFT_MEMBERSHIP_MAX_BYTES];
+    size_t len3;
+    size_t len4;
+    size_t got_len = 0;
+    raft_index_t got_index = 0;
+    bool found = false;
+    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_CONFIG};
+    struct kv_sm_result res;
+    struct kv_batch b = {.log_from = 1,
+                         .entries = &e,
+                         .n_entries = 1,
+                         .apply_from = 1,
+                         .apply = &e,
+                         .n_apply = 1,
+                         .results = &res};
+    struct kv_snapshot_info info;
+    struct kv_state st;
+    char *snap;
+
+    assert_int_equal(raft_membership_encode(&three, buf3, sizeof(buf3), &len3),
+                     0);
+    assert_int_equal(raft_membership_encode(&four, buf4, sizeof(buf4), &len4),
+                     0);
+    assert_int_equal(kv_store_set_conf(f->s, 0, buf3, len3), 0);
+    e.len = (uint32_t)len4;
+    e.data = buf4;
+    assert_int_equal(kv_store_write(f->s, &b), 0);
+    f->last = 1;
+    /* An older configuration does not replace a newer one. */
+    assert_int_equal(kv_store_set_conf(f->s, 0, buf3, len3), 0);
+
+    fx_reopen(f);
+    assert_int_equal(kv_store_load(f->s, &st), 0);
+    assert_true(st.has_conf);
+    assert_int_equal(st.conf_index, 1);
+    assert_int_equal(raft_membership_decode(st.conf_data, st.conf_len, &back),
+                     0);
+    assert_int_equal(back.n, 4);
+    assert_int_equal(st.n_entries, 1);
+    assert_int_equal(st.entries[0].type, RAFT_ENTRY_CONFIG);
+    kv_state_free(&st);
+
+    assert_true(asprintf(&snap, "%s/snap.db", f->dir) > 0);
+    assert_int_equal(kv_snapshot_create(f->dir, &fsm, snap, &info), 0);
+    assert_int_equal(
+        kv_snapshot_conf(snap, &found, &got_index, got, sizeof(got), &got_len),
+        0);
+    assert_true(found);
+    assert_int_equal(got_index, 1);
+    assert_int_equal(got_len, len4);
+    assert_memory_equal(got, buf4, len4);
+    free(snap);
+}
+
 /* The state machine --------------------------------------------------- */
 
 static void test_fsm_put_get_del(void **state)
@@ -2644,6 +2725,8 @@ int main(void)
         cmocka_unit_test(test_store_truncate_log),
         cmocka_unit_test(test_store_fault_rolls_back_everything),
         cmocka_unit_test(test_store_noop_not_applied),
+        cmocka_unit_test_setup_teardown(test_store_keeps_configuration,
+                                        fx_setup, fx_teardown),
 #define FX(t) cmocka_unit_test_setup_teardown(t, fx_setup, fx_teardown)
         FX(test_fsm_put_get_del),
         FX(test_fsm_create),

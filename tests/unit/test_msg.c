@@ -501,7 +501,7 @@ static void test_wrong_types_are_malformed(void **state)
     assert_int_equal(decode_sb(&sb), IKD_EMALFORMED);
     /* An unknown client operation, and a positive status. */
     pack_items(&sb, "uuuuxs", v, (uint64_t)NET_CLIENT_REQ, (uint64_t)1,
-               (uint64_t)9, "k");
+               (uint64_t)NET_OP_MEMBER_REMOVE + 1, "k");
     assert_int_equal(decode_sb(&sb), IKD_EMALFORMED);
     pack_items(&sb, "uuuuu", v, (uint64_t)NET_READ_INDEX_RESP, (uint64_t)1,
                (uint64_t)5, (uint64_t)1);

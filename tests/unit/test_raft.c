@@ -507,10 +507,10 @@ static void test_stale_term_append_rejected_with_newer_term(void **state)
     raft_free(r);
 }
 
-static void test_step_rejects_unknown_sender(void **state)
+static void test_step_rejects_misaddressed_message(void **state)
 {
     struct raft *r = node_new(1, 3);
-    struct raft_msg m = vote_req(9, 1, 1, 0, 0);
+    struct raft_msg m = vote_req(0, 1, 1, 0, 0);
 
     (void)state;
     assert_int_equal(raft_step(r, &m), IKD_EMALFORMED);
@@ -2719,6 +2719,396 @@ static void test_same_seed_same_run(void **state)
     sim_free(&b);
 }
 
+/* ---- Membership changes (Raft 4) -------------------------------------- */
+
+/* n voters 1..n at 127.0.0.1:100<id>, then learners as listed. */
+static struct raft_membership make_members(size_t n,
+                                           const raft_id_t *learners,
+                                           size_t n_learners)
+{
+    struct raft_membership m;
+    size_t i;
+
+    memset(&m, 0, sizeof(m));
+    for (i = 0; i < n + n_learners; i++) {
+        struct raft_server *sv = &m.servers[m.n++];
+
+        sv->id = i < n ? (raft_id_t)(i + 1) : learners[i - n];
+        sv->voter = i < n;
+        snprintf(sv->addr, sizeof(sv->addr), "127.0.0.1:%u",
+                 (unsigned)(1000 + sv->id));
+    }
+    return m;
+}
+
+static struct raft *member_new(raft_id_t id, const struct raft_membership *m)
+{
+    struct raft_config cfg = make_config(id, 0, id);
+    struct raft *r;
+
+    cfg.n_voters = 0;
+    cfg.membership = m;
+    r = raft_new(&cfg);
+    n_log_lines = 0;
+    assert_non_null(r);
+    return r;
+}
+
+/* A leader of voters 1..3 with addresses, its no-op committed. */
+static struct raft *member_leader(void)
+{
+    struct raft_membership m = make_members(3, NULL, 0);
+    struct raft *r = member_new(1, &m);
+    struct raft_update u;
+
+    make_leader(r, 3);
+    ack_all(r, 2);
+    raft_get_update(r, &u);
+    assert_int_equal(raft_commit(r), 1);
+    return r;
+}
+
+static bool member_is(const struct raft *r, raft_id_t id, int voter)
+{
+    const struct raft_server *sv =
+        raft_membership_find(raft_membership(r, NULL), id);
+
+    return voter < 0 ? sv == NULL : sv != NULL && sv->voter == (voter == 1);
+}
+
+static void test_membership_encoding_round_trips_and_rejects_bad(void **state)
+{
+    const raft_id_t learners[] = {7};
+    struct raft_membership m = make_members(3, learners, 1);
+    struct raft_membership back;
+    uint8_t buf[RAFT_MEMBERSHIP_MAX_BYTES];
+    size_t len;
+
+    (void)state;
+    assert_int_equal(raft_membership_encode(&m, buf, sizeof(buf), &len), 0);
+    assert_int_equal(raft_membership_decode(buf, len, &back), 0);
+    assert_int_equal(back.n, 4);
+    assert_false(back.servers[3].voter);
+    assert_string_equal(back.servers[3].addr, "127.0.0.1:1007");
+    assert_int_equal(raft_membership_decode(buf, len - 1, &back),
+                     IKD_EMALFORMED);
+    m.servers[1].id = 1; /* duplicate */
+    assert_int_equal(raft_membership_encode(&m, buf, sizeof(buf), &len),
+                     -EINVAL);
+}
+
+static void test_added_server_is_learner_in_effect_before_commit(void **state)
+{
+    struct raft *r = member_leader();
+    struct raft_update u;
+    raft_index_t index;
+
+    (void)state;
+    assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 4, "127.0.0.1:1004"), 0);
+    assert_int_equal(raft_entry_at(r, 2)->type, RAFT_ENTRY_CONFIG);
+    assert_true(member_is(r, 4, 0));
+    raft_membership(r, &index);
+    assert_int_equal(index, 2);
+    assert_int_equal(raft_commit(r), 1);
+    raft_get_update(r, &u);
+    assert_true(u.membership_changed);
+    assert_non_null(find_msg(&u, RAFT_MSG_APPEND, 4));
+    assert_true(log_contains("servers=1,2,3,4(learner)"));
+    raft_free(r);
+}
+
+static void test_second_change_refused_until_first_commits(void **state)
+{
+    struct raft *r = member_leader();
+
+    (void)state;
+    assert_int_equal(raft_change(r, RAFT_CHANGE_REMOVE, 3, NULL), 0);
+    assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 5, "127.0.0.1:1005"),
+                     IKD_ECHANGING);
+    assert_int_equal(raft_change(r, RAFT_CHANGE_REMOVE, 2, NULL),
+                     IKD_ECHANGING);
+    persist_all(r);
+    ack_all(r, 2);
+    assert_int_equal(raft_commit(r), 2);
+    assert_int_equal(raft_change(r, RAFT_CHANGE_REMOVE, 2, NULL), 0);
+    raft_free(r);
+}
+
+static void test_repeated_change_reports_already_done(void **state)
+{
+    struct raft *r = member_leader();
+
+    (void)state;
+    assert_int_equal(raft_change(r, RAFT_CHANGE_REMOVE, 9, NULL), 1);
+    assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 2, "127.0.0.1:1002"), 1);
+    assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 2, "127.0.0.1:9"),
+                     -EINVAL);
+    assert_int_equal(raft_last_index(r), 1);
+    raft_free(r);
+}
+
+static void test_learner_does_not_count_for_commit(void **state)
+{
+    struct raft *r = member_leader();
+
+    (void)state;
+    assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 4, "127.0.0.1:1004"), 0);
+    persist_all(r);
+    ack_all(r, 4);
+    assert_int_equal(raft_commit(r), 1);
+    ack_all(r, 3);
+    assert_int_equal(raft_commit(r), 2);
+    raft_free(r);
+}
+
+static void test_learner_promoted_once_caught_up_and_committed(void **state)
+{
+    struct raft *r = member_leader();
+
+    (void)state;
+    assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 4, "127.0.0.1:1004"), 0);
+    assert_int_equal(raft_catching_up(r), 4);
+    persist_all(r);
+    /* Caught up, but its configuration is not committed yet. */
+    ack_all(r, 4);
+    assert_int_equal(raft_last_index(r), 2);
+    ack_all(r, 2);
+    ack_all(r, 4);
+    assert_int_equal(raft_last_index(r), 3);
+    assert_int_equal(raft_entry_at(r, 3)->type, RAFT_ENTRY_CONFIG);
+    assert_true(member_is(r, 4, 1));
+    assert_int_equal(raft_catching_up(r), 0);
+    assert_true(log_contains("learner=4 caught up"));
+    raft_free(r);
+}
+
+static void test_removing_catching_up_learner_allowed(void **state)
+{
+    struct raft *r = member_leader();
+
+    (void)state;
+    assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 4, "127.0.0.1:1004"), 0);
+    persist_all(r);
+    ack_all(r, 2);
+    assert_int_equal(raft_commit(r), 2);
+    assert_int_equal(raft_change(r, RAFT_CHANGE_REMOVE, 3, NULL),
+                     IKD_ECHANGING);
+    assert_int_equal(raft_change(r, RAFT_CHANGE_REMOVE, 4, NULL), 0);
+    assert_true(member_is(r, 4, -1));
+    assert_int_equal(raft_catching_up(r), 0);
+    raft_free(r);
+}
+
+static void test_truncated_config_entry_restores_previous(void **state)
+{
+    struct raft_membership base = make_members(3, NULL, 0);
+    struct raft_membership more = make_members(4, NULL, 0);
+    struct raft *r = member_new(3, &base);
+    uint8_t buf[RAFT_MEMBERSHIP_MAX_BYTES];
+    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_CONFIG};
+    const raft_term_t newer[] = {2};
+    struct raft_msg m = append_req(1, 3, 1, 0, 0, 0);
+    size_t len;
+
+    (void)state;
+    assert_int_equal(raft_membership_encode(&more, buf, sizeof(buf), &len), 0);
+    e.len = (uint32_t)len;
+    e.data = buf;
+    m.append.entries = &e;
+    m.append.n_entries = 1;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_true(member_is(r, 4, 1));
+    m = append_req(2, 3, 2, 0, 0, 0);
+    m.append.entries = make_entries(newer, 1);
+    m.append.n_entries = 1;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_true(member_is(r, 4, -1));
+    assert_true(log_contains("servers=1,2,3 -> use it"));
+    raft_free(r);
+}
+
+static void test_learner_and_outsider_never_campaign(void **state)
+{
+    const raft_id_t learners[] = {4};
+    struct raft_membership m = make_members(3, learners, 1);
+    struct raft_membership none = {0};
+    struct raft *r = member_new(4, &m);
+    struct raft *out = member_new(9, &none);
+    unsigned i;
+
+    (void)state;
+    for (i = 0; i < 5 * ELECTION_TICKS; i++) {
+        raft_tick(r);
+        raft_tick(out);
+    }
+    assert_int_equal(raft_role(r), RAFT_FOLLOWER);
+    assert_int_equal(raft_term(r), 0);
+    assert_int_equal(raft_role(out), RAFT_FOLLOWER);
+    assert_false(raft_has_update(out));
+    raft_free(r);
+    raft_free(out);
+}
+
+static void test_joining_server_follows_leader_outside_its_config(void **state)
+{
+    const raft_id_t learners[] = {4};
+    struct raft_membership none = {0};
+    struct raft_membership m = make_members(3, learners, 1);
+    struct raft *r = member_new(4, &none);
+    uint8_t buf[RAFT_MEMBERSHIP_MAX_BYTES];
+    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_CONFIG};
+    struct raft_msg msg = append_req(1, 4, 1, 0, 0, 1);
+    struct raft_update u;
+    const struct raft_msg *resp;
+    size_t len;
+
+    (void)state;
+    assert_int_equal(raft_membership_encode(&m, buf, sizeof(buf), &len), 0);
+    e.len = (uint32_t)len;
+    e.data = buf;
+    msg.append.entries = &e;
+    msg.append.n_entries = 1;
+    assert_int_equal(raft_step(r, &msg), 0);
+    assert_true(member_is(r, 4, 0));
+    assert_int_equal(raft_leader(r), 1);
+    raft_get_update(r, &u);
+    resp = find_msg(&u, RAFT_MSG_APPEND_RESP, 1);
+    assert_non_null(resp);
+    assert_true(resp->append_resp.success);
+    raft_free(r);
+}
+
+/* Raft 4.2.3: a removed server's vote request is ignored while the
+ * leader is heard; without a leader, a server outside this one's
+ * configuration (it may be in a newer one) gets the vote. */
+static void test_vote_from_outside_config_only_without_leader(void **state)
+{
+    struct raft_membership m = make_members(3, NULL, 0);
+    struct raft *r = member_new(1, &m);
+    struct raft_msg hb = append_req(2, 1, 1, 0, 0, 0);
+    struct raft_msg v = vote_req(4, 1, 5, 10, 5);
+    struct raft_update u;
+    const struct raft_msg *resp;
+    unsigned i;
+
+    (void)state;
+    assert_int_equal(raft_step(r, &hb), 0);
+    assert_int_equal(raft_step(r, &v), 0);
+    assert_int_equal(raft_term(r), 1);
+    for (i = 0; i < 2 * ELECTION_TICKS && raft_leader(r) != 0; i++) {
+        raft_tick(r);
+    }
+    v = vote_req(4, 1, 5, 10, 5);
+    assert_int_equal(raft_step(r, &v), 0);
+    raft_get_update(r, &u);
+    resp = find_msg(&u, RAFT_MSG_VOTE_RESP, 4);
+    assert_non_null(resp);
+    assert_true(resp->vote_resp.granted);
+    raft_free(r);
+}
+
+static void test_removed_leader_hands_over_once_committed(void **state)
+{
+    struct raft *r = member_leader();
+    struct raft_update u;
+
+    (void)state;
+    assert_int_equal(raft_change(r, RAFT_CHANGE_REMOVE, 1, NULL), 0);
+    assert_true(member_is(r, 1, -1));
+    persist_all(r);
+    /* Without its own vote, 2 of the remaining 2 must store it. */
+    ack_all(r, 2);
+    assert_int_equal(raft_commit(r), 1);
+    raft_get_update(r, &u);
+    ack_all(r, 3);
+    assert_int_equal(raft_commit(r), 2);
+    raft_get_update(r, &u);
+    assert_non_null(find_msg(&u, RAFT_MSG_TIMEOUT_NOW, 2));
+    assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 1, "127.0.0.1:1001"),
+                     IKD_EBUSY);
+    raft_free(r);
+}
+
+static void test_compaction_and_snapshot_keep_configuration(void **state)
+{
+    struct raft *r = member_leader();
+    struct raft_membership five = make_members(5, NULL, 0);
+    struct raft_membership base = make_members(3, NULL, 0);
+    struct raft *f = member_new(3, &base);
+    struct raft_msg snap = snapshot_msg(1, 3, 2, 9, 2);
+    raft_index_t index;
+
+    (void)state;
+    assert_int_equal(raft_change(r, RAFT_CHANGE_REMOVE, 3, NULL), 0);
+    persist_all(r);
+    ack_all(r, 2);
+    raft_applied(r, 2);
+    assert_int_equal(raft_compact(r, 2), 0);
+    assert_true(member_is(r, 3, -1));
+    raft_membership(r, &index);
+    assert_int_equal(index, 2);
+
+    snap.snapshot.membership = &five;
+    snap.snapshot.membership_index = 7;
+    assert_int_equal(raft_step(f, &snap), 0);
+    assert_true(member_is(f, 5, 1));
+    raft_membership(f, &index);
+    assert_int_equal(index, 7);
+    raft_free(r);
+    raft_free(f);
+}
+
+/* Raft 4.2.2: until the configuration that removed it commits, a server
+ * may hold the only up-to-date log, so it campaigns, without its own
+ * vote; once the removal commits, it never does. */
+static void test_removed_server_campaigns_only_until_removal_commits(
+    void **state)
+{
+    struct raft_membership base = make_members(3, NULL, 0);
+    struct raft_membership two = make_members(2, NULL, 0);
+    struct raft *r = member_new(3, &base);
+    uint8_t buf[RAFT_MEMBERSHIP_MAX_BYTES];
+    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_CONFIG};
+    struct raft_msg m = append_req(1, 3, 1, 0, 0, 0);
+    struct raft_update u;
+    size_t len;
+    unsigned i;
+
+    (void)state;
+    assert_int_equal(raft_membership_encode(&two, buf, sizeof(buf), &len), 0);
+    e.len = (uint32_t)len;
+    e.data = buf;
+    m.append.entries = &e;
+    m.append.n_entries = 1;
+    assert_int_equal(raft_step(r, &m), 0);
+    persist_all(r);
+    tick_until_candidate(r);
+    raft_get_update(r, &u);
+    assert_non_null(find_msg(&u, RAFT_MSG_VOTE, 1));
+    assert_non_null(find_msg(&u, RAFT_MSG_VOTE, 2));
+    m = vote_resp(1, 3, raft_term(r), true);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_role(r), RAFT_CANDIDATE);
+    m = vote_resp(2, 3, raft_term(r), true);
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_role(r), RAFT_LEADER);
+    raft_free(r);
+
+    /* The same removal, committed: no campaign. */
+    r = member_new(3, &base);
+    m = append_req(1, 3, 1, 0, 0, 1);
+    m.append.entries = &e;
+    m.append.n_entries = 1;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_commit(r), 1);
+    for (i = 0; i < 5 * ELECTION_TICKS; i++) {
+        raft_tick(r);
+    }
+    assert_int_equal(raft_role(r), RAFT_FOLLOWER);
+    assert_int_equal(raft_term(r), 1);
+    raft_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2732,7 +3122,7 @@ int main(void)
         cmocka_unit_test(test_leader_appends_noop_on_election),
         cmocka_unit_test(test_higher_term_makes_leader_step_down),
         cmocka_unit_test(test_stale_term_append_rejected_with_newer_term),
-        cmocka_unit_test(test_step_rejects_unknown_sender),
+        cmocka_unit_test(test_step_rejects_misaddressed_message),
         cmocka_unit_test(test_malformed_append_changes_nothing),
         cmocka_unit_test(test_leader_steps_down_without_quorum),
         cmocka_unit_test(test_leader_commits_only_own_term_by_counting),
@@ -2792,6 +3182,21 @@ int main(void)
         cmocka_unit_test(test_random_cluster_keeps_safety_and_elects),
         cmocka_unit_test(test_five_node_cluster_survives_two_failures),
         cmocka_unit_test(test_same_seed_same_run),
+        cmocka_unit_test(test_membership_encoding_round_trips_and_rejects_bad),
+        cmocka_unit_test(test_added_server_is_learner_in_effect_before_commit),
+        cmocka_unit_test(test_second_change_refused_until_first_commits),
+        cmocka_unit_test(test_repeated_change_reports_already_done),
+        cmocka_unit_test(test_learner_does_not_count_for_commit),
+        cmocka_unit_test(test_learner_promoted_once_caught_up_and_committed),
+        cmocka_unit_test(test_removing_catching_up_learner_allowed),
+        cmocka_unit_test(test_truncated_config_entry_restores_previous),
+        cmocka_unit_test(test_learner_and_outsider_never_campaign),
+        cmocka_unit_test(test_joining_server_follows_leader_outside_its_config),
+        cmocka_unit_test(test_vote_from_outside_config_only_without_leader),
+        cmocka_unit_test(test_removed_leader_hands_over_once_committed),
+        cmocka_unit_test(
+            test_removed_server_campaigns_only_until_removal_commits),
+        cmocka_unit_test(test_compaction_and_snapshot_keep_configuration),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
