@@ -68,8 +68,21 @@ _Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
  * again; the poll is level-triggered, so the rest wake it at once. */
 #define FS_MAX_REQS_PER_POLL 64
 
-/* fi->fh of a regular file: how it was opened. */
-#define FS_FH_APPEND 1u
+/* Reads of a file that keeps growing before a read-only open gives up. */
+#define FS_SNAPSHOT_TRIES 8
+
+/* An open regular file; fi->fh points to it from the open's reply until
+ * its release.  A read-only open keeps the file's content as of the open
+ * (read at a linearizable read point), so its reads need no round trip
+ * and the file stays readable while open if another node removes it or
+ * renames another file over it, as POSIX asks. */
+struct fs_handle
+{
+    bool append;   /* opened with O_APPEND */
+    bool snapshot; /* read-only: reads are served from data */
+    size_t len;
+    uint8_t data[];
+};
 
 /* The mount's commands run in a session of the state machine (kv/cmd.h),
  * which allows one command in flight per session: each command in flight
@@ -383,6 +396,53 @@ static void fs_barrier(struct fs_req *r)
     }
 }
 
+/* Attach a handle to fi, with len bytes of data for a read-only open.
+ * false when out of memory. */
+static bool fs_handle_attach(struct fuse_file_info *fi,
+                             const uint8_t *data,
+                             size_t len)
+{
+    struct fs_handle *h = malloc(sizeof(*h) + len);
+
+    if (h == NULL) {
+        return false;
+    }
+    h->append = (fi->flags & O_APPEND) != 0;
+    h->snapshot = (fi->flags & O_ACCMODE) == O_RDONLY;
+    h->len = len;
+    if (len > 0) {
+        memcpy(h->data, data, len);
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    return true;
+}
+
+static struct fs_handle *fs_handle_of(const struct fuse_file_info *fi)
+{
+    return (struct fs_handle *)(uintptr_t)fi->fh;
+}
+
+/* Answer an open or a create with a new handle; the kernel releases a
+ * handle whose open it was told about, and only then. */
+static void fs_reply_opened(fuse_req_t req,
+                            struct fuse_file_info *fi,
+                            const struct fuse_entry_param *e,
+                            const uint8_t *data,
+                            size_t len)
+{
+    int rv;
+
+    if (!fs_handle_attach(fi, data, len)) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    rv = e != NULL ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+    if (rv != 0) {
+        /* The open was interrupted: no release will come. */
+        free(fs_handle_of(fi));
+    }
+}
+
 /* Create, mkdir and setattr answer with the attributes as applied. */
 static void fs_done_attr(struct fs_req *r, uint64_t ino)
 {
@@ -403,7 +463,7 @@ static void fs_done_attr(struct fs_req *r, uint64_t ino)
         memset(&e, 0, sizeof(e));
         e.ino = a.ino;
         fs_fill_stat(f, &a, &e.attr);
-        fuse_reply_create(r->req, &e, &r->fi);
+        fs_reply_opened(r->req, &r->fi, &e, NULL, 0);
     } else {
         fs_fill_stat(f, &a, &st);
         fuse_reply_attr(r->req, &st, 0);
@@ -439,7 +499,7 @@ static void fs_propose_cb(void *arg, int status, uint64_t value)
             fuse_reply_write(r->req, r->size);
             break;
         case FS_DONE_OPEN:
-            fuse_reply_open(r->req, &r->fi);
+            fs_reply_opened(r->req, &r->fi, NULL, NULL, 0);
             break;
         default:
             assert(false);
@@ -495,6 +555,45 @@ static void fs_do_getattr(struct fs_req *r)
     fs_reply_attr(r->fs, r->req, &a);
 }
 
+/* Answer a read-only open with the content of file a as it is now.  The
+ * file may change between reading its size and its bytes: a read of one
+ * byte more than the size shows whether it grew, and the size is read
+ * again then. */
+static void fs_open_snapshot(struct fs_req *r, struct kv_attr *a)
+{
+    struct kv_reader *kr = node_reader(r->fs->node);
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    int rv = 0;
+
+    for (int tries = 0; tries < FS_SNAPSHOT_TRIES; tries++) {
+        free(buf);
+        buf = malloc(a->size + 1);
+        if (buf == NULL) {
+            rv = -ENOMEM;
+            break;
+        }
+        rv = kv_reader_read(kr, a->ino, 0, a->size + 1, buf, &n);
+        if (rv != 0 || n <= a->size) {
+            break;
+        }
+        rv = kv_reader_getattr(kr, a->ino, a);
+        if (rv != 0) {
+            break;
+        }
+        rv = -EAGAIN;
+    }
+    if (rv == -ENOENT) {
+        rv = -ESTALE; /* removed since the attributes were read */
+    }
+    if (rv != 0) {
+        fs_reply_rv(r->req, rv == -EAGAIN ? -EIO : rv);
+    } else {
+        fs_reply_opened(r->req, &r->fi, NULL, buf, n);
+    }
+    free(buf);
+}
+
 static void fs_do_open(struct fs_req *r)
 {
     struct kv_attr a;
@@ -515,7 +614,11 @@ static void fs_do_open(struct fs_req *r)
         fuse_reply_err(r->req, EISDIR);
         return;
     }
-    fuse_reply_open(r->req, &r->fi);
+    if ((r->fi.flags & O_ACCMODE) != O_RDONLY) {
+        fs_reply_opened(r->req, &r->fi, NULL, NULL, 0);
+        return;
+    }
+    fs_open_snapshot(r, &a);
 }
 
 static void fs_do_read(struct fs_req *r)
@@ -1105,7 +1208,7 @@ static void fs_op_readdir(fuse_req_t req,
 
 static void fs_file_info_init(struct fuse_file_info *fi)
 {
-    fi->fh = (fi->flags & O_APPEND) ? FS_FH_APPEND : 0;
+    fi->fh = 0; /* the handle comes with the reply */
     fi->direct_io = 1;
     fi->keep_cache = 0;
 }
@@ -1190,6 +1293,25 @@ static void fs_op_create(fuse_req_t req,
     fs_submit(r, &c);
 }
 
+static void fs_snapshot_read(fuse_req_t req,
+                             const struct fs_handle *h,
+                             size_t size,
+                             off_t off)
+{
+    if (off < 0) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    if ((uint64_t)off >= h->len) {
+        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    if (size > h->len - (uint64_t)off) {
+        size = h->len - (size_t)off;
+    }
+    fuse_reply_buf(req, (const char *)h->data + off, size);
+}
+
 static void fs_op_read(fuse_req_t req,
                        fuse_ino_t ino,
                        size_t size,
@@ -1200,6 +1322,10 @@ static void fs_op_read(fuse_req_t req,
 
     if (fs_is_meta(ino)) {
         fs_meta_read(req, size, off, fi);
+        return;
+    }
+    if (fs_handle_of(fi)->snapshot) {
+        fs_snapshot_read(req, fs_handle_of(fi), size, off);
         return;
     }
     r = fs_req_new(fuse_req_userdata(req), req, FS_DO_READ, NULL);
@@ -1220,7 +1346,7 @@ static void fs_op_write(fuse_req_t req,
 {
     struct fs *f = fuse_req_userdata(req);
     uint64_t max = fs_max_bytes(f);
-    bool append = (fi->fh & FS_FH_APPEND) != 0;
+    bool append = fs_handle_of(fi)->append;
     struct kv_cmd c = {.ino = ino, .data = (const uint8_t *)buf};
     struct fs_req *r;
 
@@ -1260,9 +1386,9 @@ static void fs_op_release(fuse_req_t req,
                           fuse_ino_t ino,
                           struct fuse_file_info *fi)
 {
-    if (fs_is_meta(ino)) {
-        free((void *)(uintptr_t)fi->fh);
-    }
+    /* Both kinds of handle are one allocation. */
+    (void)ino;
+    free((void *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 

@@ -135,6 +135,61 @@ def test_mv_rename_and_over_an_existing_file(shared):
         assert c.read(i, "mv-dst") == b"b\n", "node %d" % i
 
 
+def test_open_file_stays_readable_after_another_node_removes_it(shared):
+    c = shared
+    assert c.sh(1, "echo keep > held").ok
+    code = ("import os, sys\n"
+            "f = open(sys.argv[1], 'rb')\n"
+            "os.remove(sys.argv[2])\n"
+            "assert not os.path.exists(sys.argv[1])\n"
+            "sys.stdout.write(f.read().decode())\n")
+    r = ck.run([sys.executable, "-c", code, c.nodes[2].path("held"),
+                c.nodes[1].path("held")], timeout=30)
+    assert r.ok, r
+    assert r.text == "keep\n"
+
+
+def test_rename_over_a_file_never_hides_it_from_readers(shared):
+    """A reader that opens the name while another node renames new
+    versions over it reads one whole version each time."""
+    c = shared
+    assert c.sh(1, "echo v0 > swap").ok
+    r = ck.run([sys.executable, "-c", READ_LOOP, c.nodes[2].path("swap"),
+                c.nodes[1].path("swap"), "300"], timeout=120)
+    assert r.ok, r
+
+
+READ_LOOP = r"""
+import os, subprocess, sys, threading
+path, wpath, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+stop = threading.Event()
+def write():
+    i = 0
+    while not stop.is_set():
+        i += 1
+        with open(wpath + ".tmp", "w") as f:
+            f.write("w%d\n" % i)
+        os.rename(wpath + ".tmp", wpath)
+t = threading.Thread(target=write)
+t.start()
+bad = []
+try:
+    for _ in range(n):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if not data.endswith(b"\n") or len(data) < 3:
+                bad.append(repr(data))
+        except OSError as e:
+            bad.append(repr(e))
+finally:
+    stop.set()
+    t.join()
+if bad:
+    sys.exit("bad reads: %d, first %s" % (len(bad), bad[:3]))
+"""
+
+
 def test_mv_a_directory_with_files(shared):
     c = shared
     assert c.sh(1, "mkdir -p mvdir/in && echo 1 > mvdir/f1 && "
