@@ -535,6 +535,25 @@ static void retry_timer_cb(uv_timer_t *t)
     }
 }
 
+/* A leader that cannot write its log or apply anything keeps the cluster
+ * from serving clients while the followers could: with a majority of
+ * healthy disks it hands leadership to the most up-to-date follower
+ * (Raft 3.10), whose log the AppendEntries kept current.  The transfer
+ * is tried again at each failed retry until it goes through. */
+static void maybe_hand_over(struct node *n)
+{
+    if (raft_role(n->raft) != RAFT_LEADER ||
+        raft_transfer_target(n->raft) != 0) {
+        return;
+    }
+    if (raft_transfer(n->raft, 0) == 0) {
+        IKD_WARN(NODE_MOD,
+                 "storage fails while leading -> hand leadership to the "
+                 "most up-to-date follower");
+        process_updates(n);
+    }
+}
+
 static void job_failed(struct node *n, struct job *j)
 {
     /* The transaction rolled back: nothing of the job is durable, and the
@@ -578,6 +597,7 @@ static void job_failed(struct node *n, struct job *j)
         n->retry_scheduled = true;
         uv_timer_start(&n->retry_timer, retry_timer_cb, 1000, 0);
     }
+    maybe_hand_over(n);
 }
 
 static void job_after_cb(uv_work_t *work, int status)
@@ -691,8 +711,9 @@ static void job_start(struct node *n)
 
 static void send_or_hold(struct node *n, const struct raft_msg *rm)
 {
-    if (rm->type == RAFT_MSG_APPEND) {
-        /* Depends only on the leader's durable term: see raft.h. */
+    if (rm->type == RAFT_MSG_APPEND || rm->type == RAFT_MSG_TIMEOUT_NOW) {
+        /* Depends only on the leader's durable term: see raft.h.  A
+         * leader whose disk fails can hand leadership over this way. */
         struct net_msg m = {.kind = NET_RAFT, .raft = *rm};
         net_send_peer(n->transport, rm->to, &m);
         return;

@@ -7,14 +7,14 @@
  * safe to serve.  The caller reports durability back with raft_persisted()
  * and application with raft_applied().
  *
- * Durability rule for the caller: messages other than RAFT_MSG_APPEND may
- * depend on the hard state and log handed out in the same or an earlier
- * update (a granted vote, a successful AppendEntries reply), so they must
- * not be sent before that state is durable.  RAFT_MSG_APPEND depends only on
- * the leader's term, which became durable while it was a candidate, so it
- * may be sent at once (Raft 10.2.1: the leader writes its own log in
- * parallel with replication and counts itself only once raft_persisted()
- * says its entries are durable). */
+ * Durability rule for the caller: messages other than RAFT_MSG_APPEND and
+ * RAFT_MSG_TIMEOUT_NOW may depend on the hard state and log handed out in
+ * the same or an earlier update (a granted vote, a successful AppendEntries
+ * reply), so they must not be sent before that state is durable.  Those two
+ * depend only on the leader's term, which became durable while it was a
+ * candidate, so they may be sent at once (Raft 10.2.1: the leader writes its
+ * own log in parallel with replication and counts itself only once
+ * raft_persisted() says its entries are durable). */
 
 #ifndef RAFT_H
 #define RAFT_H

@@ -228,3 +228,59 @@ def test_sigterm_and_sigint_exit_0_and_unmount(cluster):
                                                              rc)
         assert ck.mounts_at(c.nodes[i].mount) == [], (
             "node %d left its mount after %s" % (i, sig.name))
+
+
+def _tmpfs(path, size_mib):
+    os.makedirs(path, exist_ok=True)
+    r = ck.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mib, "tmpfs",
+                path], timeout=10)
+    if not r.ok:
+        pytest.skip("cannot mount a tmpfs here: %s" % r.errtext.strip())
+
+
+def test_leader_with_a_full_disk_hands_over_and_recovers(new_cluster):
+    """Each data folder on a small tmpfs; filling the leader's makes it
+    hand leadership to a follower, so the CLI keeps working, and freeing
+    the space lets it catch up with nothing lost."""
+    c = new_cluster
+    mounted = []
+    try:
+        for i in c.ids():
+            _tmpfs(c.nodes[i].data, 48)
+            mounted.append(c.nodes[i].data)
+        c.start()
+        old = c.wait_leader(timeout=10)
+        assert c.cli("set", "disk/before", "1").ok
+        filler = os.path.join(c.nodes[old].data, "filler")
+        ck.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M", "count=64"],
+               timeout=30)
+
+        deadline = time.monotonic() + 15
+        acked = []
+        n = 0
+        while time.monotonic() < deadline and len(acked) < 5:
+            n += 1
+            r = c.cli("--timeout-ms", "3000", "set", "disk/k%d" % n, str(n))
+            if r.ok:
+                acked.append(n)
+        assert len(acked) >= 5, "writes failed with the leader's disk full"
+        new = c.wait_leader(timeout=5, among=c.followers(old))
+        assert new != old
+
+        os.remove(filler)
+        last = "disk/k%d" % acked[-1]
+        deadline = time.monotonic() + 20
+        while not (c.cat(old, last, timeout=5).ok
+                   and c.cat(old, last).out == str(acked[-1]).encode()):
+            assert time.monotonic() < deadline, (
+                "node %d did not catch up after the space was freed" % old)
+            time.sleep(0.2)
+        for k in acked:
+            assert c.read(old, "disk/k%d" % k) == str(k).encode()
+        assert c.read(old, "disk/before") == b"1"
+    finally:
+        for i in c.ids():
+            if c.nodes[i].running():
+                c.kill(i)
+        for p in mounted:
+            ck.run(["umount", "-l", p], timeout=10)
