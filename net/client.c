@@ -35,6 +35,11 @@
 #define BACKOFF_MAX_MS 200
 /* A connect that takes longer than this is abandoned for the next node. */
 #define CONNECT_TIMEOUT_MS 1000
+/* How long one node may take to answer before the call tries the next
+ * one: a leader that is paused or cut off keeps the connection open but
+ * never answers, and a new leader is elected within about two election
+ * timeouts.  Resending is safe: commands carry the client's session. */
+#define ATTEMPT_TIMEOUT_MS 2000
 /* Each node's share of a status call. */
 #define STATUS_TIMEOUT_MS 1000
 
@@ -427,7 +432,8 @@ static int call_leader(struct ikada_client *c,
             continue;
         }
         req->req_id = c->next_req_id++;
-        rv = exchange(c->fd, req, deadline, r);
+        uint64_t attempt = now_ms() + ATTEMPT_TIMEOUT_MS;
+        rv = exchange(c->fd, req, attempt < deadline ? attempt : deadline, r);
         if (rv != 0) {
             next_node(c, &backoff_ms, deadline);
             target = c->addrs[c->cur];

@@ -743,6 +743,30 @@ static void remote_reads_fail(struct node *n, int status)
     }
 }
 
+/* Whether a forwarded command may be sent again: one that carries a
+ * client session is applied at most once, whichever leader gets it. */
+static bool cmd_resendable(const struct waiter *w)
+{
+    struct kv_cmd c;
+
+    return w->cmd != NULL && kv_cmd_decode(w->cmd, w->cmd_len, &c) == 0 &&
+           c.session != 0;
+}
+
+/* A new leader: requests that an earlier leader never answered (it may be
+ * paused or cut off) go to the new one, under new ids so that a late
+ * answer of the old one is ignored.  Reads are always safe to ask again,
+ * commands when they carry a session. */
+static void waiters_resend(struct node *n)
+{
+    for (struct waiter *w = n->waiters.next; w != &n->waiters; w = w->next) {
+        if (w->stage == W_FORWARDED && (w->is_read || cmd_resendable(w))) {
+            w->id = ++n->next_id;
+            w->stage = W_NEED_LEADER;
+        }
+    }
+}
+
 static void on_soft_state(struct node *n, const struct raft_update *u)
 {
     if (u->role != n->role) {
@@ -759,8 +783,12 @@ static void on_soft_state(struct node *n, const struct raft_update *u)
         }
     }
     bool lost_lead = n->role == RAFT_LEADER && u->role != RAFT_LEADER;
+    bool new_leader = u->leader != 0 && u->leader != n->leader;
     n->role = u->role;
     n->leader = u->leader;
+    if (new_leader) {
+        waiters_resend(n);
+    }
     if (lost_lead) {
         remote_reads_fail(n, IKD_ENOTLEADER);
         /* The core dropped its read rounds: ask again, wherever the lead

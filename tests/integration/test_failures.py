@@ -284,3 +284,33 @@ def test_leader_with_a_full_disk_hands_over_and_recovers(new_cluster):
                 c.kill(i)
         for p in mounted:
             ck.run(["umount", "-l", p], timeout=10)
+
+
+def test_writes_right_after_the_leader_is_paused_follow_the_new_leader(
+        cluster):
+    """A request already sent to a leader that then stops answering
+    (SIGSTOP) goes to the next leader: the CLI and a follower's mount
+    succeed within the default 5 s timeout, and apply once."""
+    c = cluster
+    old = c.wait_leader()
+    f = c.followers(old)[0]
+    assert c.sh(f, "echo 0 > paused-appends").ok
+    c.stop(old)
+    try:
+        t0 = time.monotonic()
+        mnt = c.sh(f, "echo once >> paused-appends", timeout=15)
+        cli = c.cli("set", "paused/cli", "v", nodes=[old] + c.followers(old))
+        took = time.monotonic() - t0
+        assert mnt.ok, mnt
+        # A new leader is elected within about two election timeouts (1 s
+        # each); waiting for the request's own 5 s timeout is too long.
+        assert mnt.elapsed < 4, mnt
+        assert cli.ok, cli
+        assert took < 10, "took %.1f s" % took
+        new = c.wait_leader(timeout=5, among=c.followers(old))
+        assert c.cli("get", "paused/cli").text == "v"
+        assert c.read(new, "paused-appends") == b"0\nonce\n"
+    finally:
+        c.cont(old)
+    c.wait_leader(timeout=10)
+    assert c.read(old, "paused-appends") == b"0\nonce\n"
