@@ -55,11 +55,6 @@ _Static_assert(FS_META_DIR_INO > KV_ROOT_INO, "reserved inodes follow root");
 _Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
                "the .ikada files must fit below the kv inode numbers");
 
-/* The size getattr reports for a .ikada file: large enough that readers
- * which trust st_size read the whole content, which direct_io ends at its
- * real length. */
-#define FS_META_SIZE_BYTES 65536
-
 /* Readdir positions before the state machine's entries: ".", "..", and
  * ".ikada" in the root.  Entry k of the state machine is at k + 3. */
 #define FS_DIR_FIRST_KV_POS 3
@@ -235,7 +230,12 @@ static void fs_fill_stat(const struct fs *f,
     st->st_ctim = fs_timespec(a->ctime_ns);
 }
 
-static void fs_meta_attr(fuse_ino_t ino, struct kv_attr *a)
+static struct fs_meta_file *fs_meta_render(struct fs *f, fuse_ino_t ino);
+
+/* The attributes of a .ikada entry.  A file's size is that of its content
+ * now, which tools such as tail and tar rely on; a read returns the
+ * content as of the open, which may have grown since. */
+static void fs_meta_attr(struct fs *f, fuse_ino_t ino, struct kv_attr *a)
 {
     int64_t now = fs_now_ns();
 
@@ -244,7 +244,12 @@ static void fs_meta_attr(fuse_ino_t ino, struct kv_attr *a)
     a->ino = ino;
     a->is_dir = ino == FS_META_DIR_INO;
     a->mode = a->is_dir ? 0555 : 0444;
-    a->size = a->is_dir ? 0 : FS_META_SIZE_BYTES;
+    if (!a->is_dir) {
+        struct fs_meta_file *m = fs_meta_render(f, ino);
+
+        a->size = m != NULL ? m->len : 0;
+        free(m);
+    }
     a->nlink = a->is_dir ? 2 : 1;
     a->mtime_ns = now;
     a->ctime_ns = now;
@@ -930,7 +935,7 @@ static void fs_meta_lookup(fuse_req_t req, const char *name)
 
     for (size_t i = 0; i < FS_META_COUNT; i++) {
         if (strcmp(name, fs_meta_names[i]) == 0) {
-            fs_meta_attr(FS_META_FIRST_INO + i, &a);
+            fs_meta_attr(fuse_req_userdata(req), FS_META_FIRST_INO + i, &a);
             fs_reply_entry(fuse_req_userdata(req), req, &a);
             return;
         }
@@ -1039,7 +1044,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         return;
     }
     if (fs_is_meta_name(parent, name)) {
-        fs_meta_attr(FS_META_DIR_INO, &a);
+        fs_meta_attr(f, FS_META_DIR_INO, &a);
         fs_reply_entry(f, req, &a);
         return;
     }
@@ -1077,7 +1082,7 @@ static void fs_op_getattr(fuse_req_t req,
             fuse_reply_err(req, ENOENT);
             return;
         }
-        fs_meta_attr(ino, &a);
+        fs_meta_attr(f, ino, &a);
         fs_reply_attr(f, req, &a);
         return;
     }

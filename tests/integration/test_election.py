@@ -48,6 +48,21 @@ def test_ikada_files_show_one_leader_and_consistent_state(cluster):
         assert sorted(m.strip() for m in members) == sorted(want_members)
 
 
+def test_ikada_file_sizes_match_their_content(cluster):
+    """Tools that trust st_size (tail, wc -c, tar) see the real content."""
+    c = cluster
+    c.wait_leader()
+    for name in ("id", "term", "members", "status"):
+        content = c.read(1, ".ikada/" + name)
+        assert c.stat(1, ".ikada/" + name, "%s") == str(len(content))
+    r = c.sh(1, "tail -n1 .ikada/members")
+    assert r.ok, r
+    assert r.text.strip() == c.read(1, ".ikada/members").decode(
+    ).splitlines()[-1].strip()
+    r = c.sh(1, "wc -c < .ikada/id")
+    assert r.text.strip() == "2", r
+
+
 def test_ikada_status_is_json_with_all_fields(cluster):
     c = cluster
     leader = c.wait_leader()

@@ -57,7 +57,19 @@ def test_inspect_reports_damage_with_exit_1(cluster, tmp_path):
     assert r.rc == 1, r
     assert "result: DAMAGED" in r.text, r.text
     assert "FAIL log has 1 gaps" in r.text, r.text
-    assert "size other than their content" in r.text, r.text
+    assert "larger than their content" in r.text, r.text
+
+
+def test_inspect_finds_files_grown_by_appends_intact(cluster):
+    """Appends leave room in a file's stored content past its size;
+    that is not damage."""
+    c = cluster
+    leader = c.wait_leader()
+    assert c.sh(leader, "echo 1 > grown && echo 22 >> grown && "
+                "echo 333 >> grown").ok
+    r = inspect(c.nodes[leader].data)
+    assert r.rc == 0, r
+    assert "result: intact" in r.text, r.text
 
 
 def test_inspect_refuses_a_folder_without_a_database(tmp_path):
