@@ -1804,10 +1804,29 @@ static int fs_prepare_mountpoint(const char *mountpoint, char **abs)
     if (rv == 0) {
         rv = fs_mkdirs(*abs);
     }
+    if (rv == 0) {
+        struct stat st;
+
+        /* FUSE would mount over a file too; the file system is a folder. */
+        if (stat(*abs, &st) != 0) {
+            rv = -errno;
+        } else if (!S_ISDIR(st.st_mode)) {
+            rv = -ENOTDIR;
+        }
+    }
     if (rv != 0) {
         free(*abs);
         *abs = NULL;
     }
+    return rv;
+}
+
+int fs_prepare(const char *mountpoint)
+{
+    char *abs = NULL;
+    int rv = fs_prepare_mountpoint(mountpoint, &abs);
+
+    free(abs);
     return rv;
 }
 

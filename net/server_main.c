@@ -558,6 +558,13 @@ int main(int argc, char **argv)
     if (s.metrics_addr.port != 0) {
         check_port(&s.metrics_addr, "--metrics-addr");
     }
+    if (s.mount_dir != NULL) {
+        int rv = fs_prepare(s.mount_dir);
+        if (rv != 0) {
+            die_usage("--mount %s cannot be used: %s", s.mount_dir,
+                      ikd_strerror(rv));
+        }
+    }
     check_data_dir(&s.cfg);
     ikd_log_node_id = s.cfg.id;
     signal(SIGPIPE, SIG_IGN);

@@ -111,6 +111,24 @@ def test_unusable_data_folder_exits_2_with_one_line(setup):
         assert f.read() == "not a folder\n"
 
 
+def test_unusable_mount_point_exits_2_with_one_line_and_writes_nothing(
+        setup):
+    tmp, ports, spec = setup
+    data = str(tmp / "data")
+    blocker = str(tmp / "a-file")
+    with open(blocker, "w") as f:
+        f.write("not a folder\n")
+    for mount in (blocker, blocker + "/mnt", "/proc/ikada-no-such-mount"):
+        r = ck.run([ck.SERVER, "--id", "1", "--cluster", spec, "--data",
+                    data, "--mount", mount], timeout=10)
+        if r.timed_out:
+            ck.run(["fusermount3", "-u", "-z", mount])
+        assert not r.timed_out and r.rc == 2, r
+        assert len(message_lines(r)) == 1, r
+        assert b"--mount" in r.err, r
+        assert not os.path.exists(data), "wrote %s for %s" % (data, mount)
+
+
 def test_data_folder_of_another_node_exits_2_and_is_left_unchanged(setup):
     tmp, ports, spec = setup
     data = str(tmp / "data")
