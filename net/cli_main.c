@@ -185,6 +185,12 @@ static int cmd_set(struct ikada_client *c,
     } else {
         rv = ikada_set(c, argv[1], argv[2], strlen(argv[2]));
     }
+    if (rv == -EISDIR) {
+        /* A folder's name cannot hold a value: invalid input, not a key
+         * that is missing. */
+        fprintf(stderr, "ikada: '%s' is a folder, not a key\n", argv[1]);
+        return EXIT_USAGE;
+    }
     return report(rv, argv[1], o);
 }
 

@@ -120,10 +120,15 @@ static int parse_addr(const char *s, size_t len, struct addr *a)
     if (port_len == 0 || port_len >= sizeof(a->port)) {
         return -EINVAL;
     }
+    unsigned long port = 0;
     for (i = 0; i < port_len; i++) {
         if (s[host_len + 1 + i] < '0' || s[host_len + 1 + i] > '9') {
             return -EINVAL;
         }
+        port = port * 10 + (unsigned long)(s[host_len + 1 + i] - '0');
+    }
+    if (port == 0 || port > 65535) {
+        return -EINVAL;
     }
     memcpy(a->text, s, len);
     a->text[len] = '\0';

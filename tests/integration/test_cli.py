@@ -129,6 +129,15 @@ def test_invalid_key_exits_2_and_changes_nothing(shared, key):
     assert after.ok and after.out == before.out
 
 
+def test_set_of_a_folder_exits_2_and_changes_nothing(shared):
+    c = shared
+    assert c.cli("set", "afolder/inside", "v").ok
+    r = c.cli("set", "afolder", "v")
+    assert r.rc == 2 and not r.timed_out, r
+    assert b"folder" in r.err, r
+    assert c.cli("get", "afolder/inside").out == b"v"
+
+
 def test_longest_valid_component_is_accepted(shared):
     c = shared
     key = "long/" + "n" * 255
@@ -174,6 +183,9 @@ def test_help_exits_0_and_usage_errors_exit_2(shared):
         r = c.cli(*args)
         assert r.rc == 2 and not r.timed_out, (args, r)
         assert r.err.strip(), (args, r)
+    for cluster in ("bogus", "127.0.0.1:99999", "127.0.0.1:0", "127.0.0.1:"):
+        r = ck.run([ck.CLI, "--cluster", cluster, "get", "k"], timeout=10)
+        assert r.rc == 2 and r.elapsed < 2, (cluster, r)
 
 
 def test_cluster_from_environment_variable(shared):
