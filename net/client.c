@@ -655,9 +655,24 @@ int ikada_get_local(struct ikada_client *c,
 }
 
 /* Split "k1\0k2\0" into a malloc'd array of malloc'd strings. */
-static int split_keys(const uint8_t *data, size_t len, char ***keys, size_t *n)
+/* Whether key is dir itself or lies in folder dir (dir_len bytes, no
+ * trailing '/'); every key is under the empty dir. */
+static bool key_under(const char *key, const char *dir, size_t dir_len)
+{
+    return dir_len == 0 || (strncmp(key, dir, dir_len) == 0 &&
+                            (key[dir_len] == '\0' || key[dir_len] == '/'));
+}
+
+/* Split the NUL-terminated keys of data, keeping those under dir. */
+static int split_keys(const uint8_t *data,
+                      size_t len,
+                      const char *dir,
+                      size_t dir_len,
+                      char ***keys,
+                      size_t *n)
 {
     size_t count = 0;
+    size_t kept = 0;
     size_t i;
     size_t start = 0;
     char **v;
@@ -673,15 +688,21 @@ static int split_keys(const uint8_t *data, size_t len, char ***keys, size_t *n)
         return -ENOMEM;
     }
     for (i = 0; i < count; i++) {
-        v[i] = strdup((const char *)data + start);
-        if (v[i] == NULL) {
-            ikada_keys_free(v, i);
+        const char *key = (const char *)data + start;
+
+        start += strlen(key) + 1;
+        if (!key_under(key, dir, dir_len)) {
+            continue;
+        }
+        v[kept] = strdup(key);
+        if (v[kept] == NULL) {
+            ikada_keys_free(v, kept);
             return -ENOMEM;
         }
-        start += strlen(v[i]) + 1;
+        kept++;
     }
     *keys = v;
-    *n = count;
+    *n = kept;
     return 0;
 }
 
@@ -695,7 +716,8 @@ int ikada_list(struct ikada_client *c,
     size_t len = strlen(prefix);
     int rv;
 
-    /* "dir/" names the same prefix as "dir". */
+    /* PREFIX names a folder (or a key): "dir/" is the same as "dir", and
+     * "d" does not take in "dir".  The node lists by string prefix. */
     if (len > 0 && prefix[len - 1] == '/') {
         len--;
     }
@@ -703,14 +725,15 @@ int ikada_list(struct ikada_client *c,
         return -EINVAL;
     }
     req.key = prefix;
-    req.key_len = strlen(prefix);
+    req.key_len = len;
     rv = call_leader(c, &req, &r);
     if (rv != 0) {
         return rv;
     }
     rv = r.msg.resp.status;
     if (rv == 0) {
-        rv = split_keys(r.msg.resp.data, r.msg.resp.data_len, keys, n);
+        rv = split_keys(r.msg.resp.data, r.msg.resp.data_len, prefix, len, keys,
+                        n);
     }
     reply_free(&r);
     return rv;

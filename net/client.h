@@ -45,8 +45,10 @@ int ikada_cas(struct ikada_client *c,
               size_t expect_len,
               const void *value,
               size_t len);
-/* *keys is a malloc'd array of malloc'd NUL-terminated keys; free with
- * ikada_keys_free(). */
+/* The keys under prefix: the key prefix itself and every key in folder
+ * prefix ("a" and "a/" both take in "a" and "a/b", never "ab"); every key
+ * for "".  *keys is a malloc'd array of malloc'd NUL-terminated keys; free
+ * with ikada_keys_free(). */
 int ikada_list(struct ikada_client *c,
                const char *prefix,
                char ***keys,

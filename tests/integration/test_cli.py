@@ -52,6 +52,19 @@ def test_set_overwrites_and_ls_is_sorted_without_leading_slash(shared):
     assert not any(k.startswith("/") for k in keys)
 
 
+def test_ls_prefix_is_a_folder_or_a_key(shared):
+    c = shared
+    for key in ("lsp/d1.txt", "lsp/d1/x", "lsp/d1x", "lsp/d1/y/z"):
+        assert c.cli("set", key, "1").ok
+    for prefix in ("lsp/d1", "lsp/d1/"):
+        r = c.cli("ls", prefix)
+        assert r.ok and r.text.splitlines() == ["lsp/d1/x", "lsp/d1/y/z"], r
+    r = c.cli("ls", "lsp/d1.txt")
+    assert r.ok and r.text.splitlines() == ["lsp/d1.txt"], r
+    r = c.cli("ls", "lsp/d")
+    assert r.ok and r.text == "", r
+
+
 def test_get_of_a_missing_key_exits_1(shared):
     r = shared.cli("get", "no/such/key")
     assert r.rc == 1 and not r.timed_out, r
