@@ -923,6 +923,10 @@ static int run(const struct options *o,
     uv_loop_close(&b.loop);
     if (b.end_ns != 0 && !quiet) {
         report(&b, target);
+    } else if (b.exit_status != 0 && b.first_error != 0) {
+        /* The writes that fill the keys before a read load failed. */
+        fprintf(stderr, "ikada: bench: writing the keys failed: %s\n",
+                ikd_strerror(b.first_error));
     }
     cleanup(&b);
     return b.exit_status;
