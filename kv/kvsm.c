@@ -692,6 +692,64 @@ static int entry_get(struct tx *t,
     return rv == -ENOENT ? 1 : rv;
 }
 
+/* One integer that a query returns, into *v. */
+static int q_int(struct tx *t, const char *sql, uint64_t ino, uint64_t *v)
+{
+    sqlite3_stmt *st;
+    sqlite3_int64 x;
+    int rv = Q(t, &st, sql, I(ino));
+
+    if (rv <= 0) {
+        return rv < 0 ? rv : tx_fault(t, IKD_ECORRUPT);
+    }
+    x = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (x < 0) {
+        return tx_fault(t, IKD_ECORRUPT);
+    }
+    *v = (uint64_t)x;
+    return 0;
+}
+
+/* Keys are at most IKD_MAX_PATH_BYTES long, whether made by a PUT or
+ * through a file system: an entry named name_len bytes in folder dir, and
+ * below it a subtree whose deepest key is below_len bytes longer, must
+ * fit.  0, -ENAMETOOLONG or a fault. */
+static int key_fits(struct tx *t,
+                    uint64_t dir,
+                    size_t name_len,
+                    uint64_t below_len)
+{
+    uint64_t dir_len;
+    int rv;
+
+    /* The bytes of the folder's own key plus one for the '/' after it:
+     * each component below the root brings its name and a slash. */
+    rv = q_int(t,
+               "WITH RECURSIVE up(ino, parent, l) AS ("
+               "SELECT ino, parent, length(name) FROM inode WHERE ino = ?1 "
+               "UNION ALL SELECT i.ino, i.parent, length(i.name) "
+               "FROM inode i JOIN up ON i.ino = up.parent) "
+               "SELECT coalesce(sum(l + 1), 0) FROM up WHERE parent != 0",
+               dir, &dir_len);
+    if (rv != 0) {
+        return rv;
+    }
+    return dir_len + name_len + below_len > IKD_MAX_PATH_BYTES ? -ENAMETOOLONG
+                                                               : 0;
+}
+
+/* How much longer than folder ino's key the deepest key below it is. */
+static int depth_below(struct tx *t, uint64_t ino, uint64_t *len)
+{
+    return q_int(t,
+                 "WITH RECURSIVE down(ino, l) AS (SELECT ?1, 0 "
+                 "UNION ALL SELECT i.ino, down.l + 1 + length(i.name) "
+                 "FROM inode i JOIN down ON i.parent = down.ino) "
+                 "SELECT max(l) FROM down",
+                 ino, len);
+}
+
 static int op_create(struct tx *t)
 {
     const struct kv_cmd *c = t->c;
@@ -700,8 +758,10 @@ static int op_create(struct tx *t)
 
     rv = entry_get(t, c->parent, c->path, c->path_len, &n);
     if (rv == 1) {
-        return node_insert(t, c->parent, c->path, c->path_len, false, c->mode,
-                           NULL, 0, &t->value);
+        rv = key_fits(t, c->parent, c->path_len, 0);
+        return rv != 0 ? rv
+                       : node_insert(t, c->parent, c->path, c->path_len, false,
+                                     c->mode, NULL, 0, &t->value);
     }
     if (rv != 0) {
         return rv;
@@ -726,8 +786,10 @@ static int op_mkdir(struct tx *t)
 
     rv = entry_get(t, c->parent, c->path, c->path_len, &n);
     if (rv == 1) {
-        return node_insert(t, c->parent, c->path, c->path_len, true, c->mode,
-                           NULL, 0, &t->value);
+        rv = key_fits(t, c->parent, c->path_len, 0);
+        return rv != 0 ? rv
+                       : node_insert(t, c->parent, c->path, c->path_len, true,
+                                     c->mode, NULL, 0, &t->value);
     }
     return rv != 0 ? rv : -EEXIST;
 }
@@ -861,6 +923,33 @@ static int rename_replace(struct tx *t,
     return rv;
 }
 
+/* Every key moved by a rename stays within the length limit: src's
+ * subtree at its new name, and for an exchange dst's at src's old one. */
+static int rename_fits(struct tx *t,
+                       const struct node *src,
+                       const struct node *dst,
+                       bool exchange)
+{
+    const struct kv_cmd *c = t->c;
+    uint64_t below = 0;
+    int rv = 0;
+
+    if (src->is_dir) {
+        rv = depth_below(t, src->ino, &below);
+    }
+    if (rv == 0) {
+        rv = key_fits(t, c->new_parent, c->new_name_len, below);
+    }
+    if (rv != 0 || !exchange) {
+        return rv;
+    }
+    below = 0;
+    if (dst->is_dir) {
+        rv = depth_below(t, dst->ino, &below);
+    }
+    return rv != 0 ? rv : key_fits(t, c->parent, c->path_len, below);
+}
+
 static int op_rename(struct tx *t)
 {
     const struct kv_cmd *c = t->c;
@@ -896,8 +985,13 @@ static int op_rename(struct tx *t)
             return below;
         }
     }
+    bool exists = rv == 0;
+    rv = rename_fits(t, &src, &dst, exchange);
+    if (rv != 0) {
+        return rv;
+    }
     rv = exchange ? rename_exchange(t, &src, &dst)
-                  : rename_replace(t, &src, &dst, rv == 0);
+                  : rename_replace(t, &src, &dst, exists);
     if (rv == 0) {
         rv = touch(t, c->parent);
     }

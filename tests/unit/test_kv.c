@@ -1356,6 +1356,46 @@ static void test_fsm_rename(void **state)
         -EINVAL);
 }
 
+/* Keys stay within IKD_MAX_PATH_BYTES through the file-system operations
+ * too: 16 folders of 250 bytes make a key of 16 * 251 - 1 = 4015 bytes,
+ * so a name of 80 fits below them and one of 81 does not. */
+static void test_fsm_entries_keep_keys_within_the_limit(void **state)
+{
+    struct fx *f = *state;
+    char name[251];
+    char leaf[82];
+    uint64_t dir = KV_ROOT_INO;
+    uint64_t top;
+
+    memset(name, 'n', 250);
+    name[250] = '\0';
+    for (int i = 0; i < 16; i++) {
+        struct kv_sm_result r = entry_op(f, KV_OP_MKDIR, dir, name, 0755, 0);
+
+        assert_int_equal(r.status, 0);
+        dir = r.value;
+        if (i == 0) {
+            top = dir;
+        }
+    }
+    memset(leaf, 'l', 81);
+    leaf[81] = '\0';
+    assert_int_equal(entry_op(f, KV_OP_CREATE, dir, leaf, 0644, 0).status,
+                     -ENAMETOOLONG);
+    assert_int_equal(entry_op(f, KV_OP_MKDIR, dir, leaf, 0755, 0).status,
+                     -ENAMETOOLONG);
+    leaf[80] = '\0';
+    assert_int_equal(entry_op(f, KV_OP_CREATE, dir, leaf, 0644, 0).status, 0);
+
+    /* Moving the whole tree one level down would push that file over. */
+    assert_int_equal(entry_op(f, KV_OP_MKDIR, KV_ROOT_INO, "a", 0755, 0).status,
+                     0);
+    assert_int_equal(
+        ren(f, KV_ROOT_INO, name, ino_of(f, KV_ROOT_INO, "a"), name, 0).status,
+        -ENAMETOOLONG);
+    assert_int_equal(ino_of(f, KV_ROOT_INO, name), top);
+}
+
 static void test_fsm_write_append(void **state)
 {
     struct fx *f = *state;
@@ -2732,6 +2772,7 @@ int main(void)
         FX(test_fsm_create),
         FX(test_fsm_mkdir_rmdir_unlink),
         FX(test_fsm_rename),
+        FX(test_fsm_entries_keep_keys_within_the_limit),
         FX(test_fsm_write_append),
         FX(test_fsm_setattr),
         FX(test_fsm_malformed_command_is_a_result),
