@@ -396,12 +396,14 @@ static int exchange(int fd,
 /* Whether a node's answer means "ask another node", not a result. */
 /* IKD_EBUSY: the leader appended nothing (it hands leadership over, for a
  * transfer or because a membership change removed it, or too much is
- * uncommitted), so asking again is safe. */
+ * uncommitted), so asking again is safe.  -ENOSPC and -EIO: that node's
+ * own disk fails, another node may serve the call. */
 static bool is_retryable(int status)
 {
     return status == IKD_ENOTLEADER || status == IKD_ENOLEADER ||
            status == IKD_ESHUTDOWN || status == IKD_ETIMEDOUT ||
-           status == IKD_ELOST || status == IKD_EBUSY;
+           status == IKD_ELOST || status == IKD_EBUSY || status == -ENOSPC ||
+           status == -EIO;
 }
 
 /* Pick the next node after a failure, and wait a little before trying it,

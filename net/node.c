@@ -171,6 +171,10 @@ struct node
     uint64_t stall_due_ns;
 
     struct job *running;
+    /* The error of the latest storage job when it failed, 0 once one
+     * succeeded: while the disk is full, for one, nothing can be applied
+     * here, so this node refuses new commands at once. */
+    int storage_rv;
     uv_work_t ckpt_work; /* kv_store_checkpoint() beside the jobs */
     bool ckpt_running;
     bool retry_scheduled;
@@ -616,9 +620,11 @@ static void job_after_cb(uv_work_t *work, int status)
     }
     if (j->rv != 0) {
         n->stats.storage_failures++;
+        n->storage_rv = j->rv;
         job_failed(n, j);
         return;
     }
+    n->storage_rv = 0;
     n->stats.storage_writes++;
     n->stats.entries_persisted += j->n_log;
     n->stats.entries_applied += j->n_apply;
@@ -933,6 +939,13 @@ static void read_index_remote(struct node *n, struct waiter *w)
     }
 }
 
+/* Whether this node's disk refuses writes (full, or failing), so that it
+ * can neither store nor apply entries until an operator acts. */
+static bool storage_failing(const struct node *n)
+{
+    return n->storage_rv == -ENOSPC || n->storage_rv == -EIO;
+}
+
 static void waiter_advance(struct node *n, struct waiter *w)
 {
     if (w->stage == W_NEED_LEADER && n->leader != 0) {
@@ -946,6 +959,9 @@ static void waiter_advance(struct node *n, struct waiter *w)
     }
     if (w->is_read && w->stage == W_APPLY && n->applied >= w->index) {
         waiter_finish(w, 0, 0);
+    } else if (w->is_read && w->stage == W_APPLY && storage_failing(n)) {
+        /* Nothing more gets applied here until the disk works again. */
+        waiter_finish(w, n->storage_rv, 0);
     }
 }
 
@@ -973,6 +989,9 @@ int node_propose(struct node *n,
 {
     if (n->stopping) {
         return IKD_ESHUTDOWN;
+    }
+    if (storage_failing(n)) {
+        return n->storage_rv;
     }
     struct waiter *w = waiter_new(n, false);
     if (w == NULL) {

@@ -266,6 +266,10 @@ def test_leader_with_a_full_disk_hands_over_and_recovers(new_cluster):
         assert len(acked) >= 5, "writes failed with the leader's disk full"
         new = c.wait_leader(timeout=5, among=c.followers(old))
         assert new != old
+        # The full node's own mount says why it cannot take writes.
+        r = c.sh(old, "echo x > disk/on-full-node", timeout=10)
+        assert not r.ok and r.elapsed < 3, r
+        assert b"No space left" in r.err, r
 
         os.remove(filler)
         last = "disk/k%d" % acked[-1]
