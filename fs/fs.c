@@ -1251,6 +1251,13 @@ static void fs_op_open(fuse_req_t req,
         };
 
         fs_submit(r, &c);
+    } else if ((fi->flags & O_ACCMODE) == O_RDONLY) {
+        /* The kernel looked the name up just before (entries are never
+         * cached), at a read point of its own: the local state is at least
+         * that fresh, and a second round would only widen the window in
+         * which a rename elsewhere makes the inode vanish before it is
+         * opened. */
+        fs_barrier_cb(r, 0);
     } else {
         fs_barrier(r);
     }
@@ -1298,7 +1305,12 @@ static void fs_op_create(fuse_req_t req,
     fs_submit(r, &c);
 }
 
+/* A read through a read-only handle.  Past the content kept at open, a
+ * file that grew since (tail -f) shows what this node has applied: the
+ * bytes kept are the open's consistent view, and what follows them can
+ * only be newer. */
 static void fs_snapshot_read(fuse_req_t req,
+                             fuse_ino_t ino,
                              const struct fs_handle *h,
                              size_t size,
                              off_t off)
@@ -1308,7 +1320,17 @@ static void fs_snapshot_read(fuse_req_t req,
         return;
     }
     if ((uint64_t)off >= h->len) {
-        fuse_reply_buf(req, NULL, 0);
+        struct fs *f = fuse_req_userdata(req);
+        uint8_t *buf = malloc(size > 0 ? size : 1);
+        size_t n = 0;
+
+        /* A file removed since reads as ending where it did. */
+        if (buf == NULL || kv_reader_read(node_reader(f->node), ino,
+                                          (uint64_t)off, size, buf, &n) != 0) {
+            n = 0;
+        }
+        fuse_reply_buf(req, (const char *)buf, n);
+        free(buf);
         return;
     }
     if (size > h->len - (uint64_t)off) {
@@ -1330,7 +1352,7 @@ static void fs_op_read(fuse_req_t req,
         return;
     }
     if (fs_handle_of(fi)->snapshot) {
-        fs_snapshot_read(req, fs_handle_of(fi), size, off);
+        fs_snapshot_read(req, ino, fs_handle_of(fi), size, off);
         return;
     }
     r = fs_req_new(fuse_req_userdata(req), req, FS_DO_READ, NULL);
