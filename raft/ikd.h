@@ -68,8 +68,10 @@ int ikd_to_errno(int rv);
  * flight per follower. */
 #define IKD_SNAP_CHUNK_BYTES (1u << 20)
 /* 2: votes carry a transfer flag; pre-vote and timeout-now messages.
- * 3: snapshot chunks and their acknowledgements. */
-#define IKD_PROTOCOL_VERSION 3
+ * 3: snapshot chunks and their acknowledgements.
+ * 4: optional trace contexts on AppendEntries, forwards and client
+ *    requests. */
+#define IKD_PROTOCOL_VERSION 4
 
 _Static_assert(IKD_SNAP_CHUNK_BYTES + 4096 <= IKD_MAX_FRAME_BYTES,
                "a snapshot chunk fits a frame");
