@@ -32,6 +32,7 @@
 
 #include "../kv/cmd.h"
 #include "../kv/reader.h"
+#include "../net/trace.h"
 #include "../raft/ikd.h"
 
 #define FS_NS_PER_S 1000000000LL
@@ -68,8 +69,22 @@ _Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
  * again; the poll is level-triggered, so the rest wake it at once. */
 #define FS_MAX_REQS_PER_POLL 64
 
-/* fi->fh of a regular file: how it was opened. */
+/* fi->fh of a regular file: how it was opened, and above
+ * FS_FH_TRACE_SHIFT 1 + the slot of its trace in fs->handles, or 0. */
 #define FS_FH_APPEND 1u
+#define FS_FH_TRACE_SHIFT 8
+
+/* Open files traced at once.  A file opened for writing gets a span from
+ * open to release, the root of its trace: `echo x > f` (create, write,
+ * flush, release) is then one trace.  Past this many, or when the sampler
+ * says no, each change is a trace of its own or none. */
+#define FS_TRACE_HANDLES 64
+
+struct fs_handle_trace
+{
+    bool used;
+    struct ikd_span span;
+};
 
 /* The mount's commands run in a session of the state machine (kv/cmd.h),
  * which allows one command in flight per session: each command in flight
@@ -101,6 +116,8 @@ struct fs
     uint64_t session_base;  /* random; the low FS_LANE_BITS are the lane */
     struct fs_lane lanes[FS_MAX_LANES];
     bool local_reads; /* serve reads from this node's state, maybe stale */
+    /* FS_TRACE_HANDLES slots when the tracer is on, else NULL. */
+    struct fs_handle_trace *handles;
     bool unmounting;
     void (*unmount_cb)(void *arg);
     void *unmount_arg;
@@ -136,7 +153,9 @@ struct fs_req
     uint64_t offset;
     size_t size;
     struct fuse_file_info fi;
-    uint32_t lane; /* 1 + the lane of its command, 0 for none */
+    uint32_t lane;               /* 1 + the lane of its command, 0 for none */
+    struct ikd_trace_ctx parent; /* of its span; all zero for a root */
+    struct ikd_span *span;       /* a sampled change's span, else NULL */
     size_t name_len;
     char name[]; /* NUL-terminated, for lookups */
 };
@@ -259,6 +278,110 @@ static void fs_reply_attr(struct fs *f, fuse_req_t req, const struct kv_attr *a)
     fuse_reply_attr(req, &st, 0);
 }
 
+/* Traces. */
+
+static const char *fs_op_span_name(uint8_t op)
+{
+    static const char *const names[KV_OP_END] = {
+        [KV_OP_CREATE] = "fs.create", [KV_OP_MKDIR] = "fs.mkdir",
+        [KV_OP_UNLINK] = "fs.unlink", [KV_OP_RMDIR] = "fs.rmdir",
+        [KV_OP_RENAME] = "fs.rename", [KV_OP_WRITE] = "fs.write",
+        [KV_OP_APPEND] = "fs.append", [KV_OP_SETATTR] = "fs.setattr",
+    };
+    return op < KV_OP_END && names[op] != NULL ? names[op] : "fs.change";
+}
+
+/* Begin the span of r's change, under r->parent when that is set. */
+static void fs_req_trace(struct fs_req *r, uint8_t op)
+{
+    struct ikd_span s;
+
+    if (!ikd_tracer_enabled()) {
+        return;
+    }
+    ikd_span_begin(&s, fs_op_span_name(op), IKD_SPAN_SERVER, &r->parent);
+    if (!s.recording) {
+        return;
+    }
+    if (r->ino != 0) {
+        ikd_span_set_int(&s, "fs.ino", (int64_t)r->ino);
+    }
+    r->span = malloc(sizeof(*r->span));
+    if (r->span != NULL) {
+        *r->span = s;
+    }
+}
+
+static void fs_req_end_span(struct fs_req *r, int rv)
+{
+    if (r->span == NULL) {
+        return;
+    }
+    if (rv != 0) {
+        ikd_span_set_error(r->span, strerror(fs_errno(rv)));
+    }
+    ikd_span_end(r->span);
+    free(r->span);
+    r->span = NULL;
+}
+
+/* An open file's trace: begun at open for writing, ended at release. */
+static void fs_handle_trace_begin(struct fs *f,
+                                  struct fuse_file_info *fi,
+                                  const char *name)
+{
+    struct fs_handle_trace *h = NULL;
+
+    if (f->handles == NULL || (fi->flags & O_ACCMODE) == O_RDONLY) {
+        return;
+    }
+    for (size_t i = 0; i < FS_TRACE_HANDLES && h == NULL; i++) {
+        if (!f->handles[i].used) {
+            h = &f->handles[i];
+            ikd_span_begin(&h->span, "fs.open", IKD_SPAN_SERVER, NULL);
+            if (h->span.recording) {
+                h->used = true;
+                fi->fh |= (uint64_t)(i + 1) << FS_FH_TRACE_SHIFT;
+                ikd_span_set_str(&h->span, "fs.name", name);
+                ikd_span_set_int(&h->span, "fs.flags", fi->flags);
+            }
+        }
+    }
+}
+
+static struct fs_handle_trace *fs_handle_trace(struct fs *f, uint64_t fh)
+{
+    uint64_t slot = fh >> FS_FH_TRACE_SHIFT;
+
+    if (f->handles == NULL || slot == 0 || slot > FS_TRACE_HANDLES ||
+        !f->handles[slot - 1].used) {
+        return NULL;
+    }
+    return &f->handles[slot - 1];
+}
+
+/* The parent for a change made through the open file fh. */
+static void fs_handle_parent(struct fs *f,
+                             uint64_t fh,
+                             struct ikd_trace_ctx *out)
+{
+    struct fs_handle_trace *h = fs_handle_trace(f, fh);
+
+    if (h != NULL) {
+        *out = h->span.ctx;
+    }
+}
+
+static void fs_handle_trace_end(struct fs *f, uint64_t fh)
+{
+    struct fs_handle_trace *h = fs_handle_trace(f, fh);
+
+    if (h != NULL) {
+        ikd_span_end(&h->span);
+        h->used = false;
+    }
+}
+
 /* Pending requests. */
 
 static struct fs_req *fs_req_new(struct fs *f,
@@ -309,6 +432,7 @@ static void fs_req_unlink(struct fs_req *r)
 
 static void fs_req_free(struct fs_req *r)
 {
+    fs_req_end_span(r, 0);
     if (r->fs != NULL && r->lane != 0) {
         r->fs->lanes[r->lane - 1].busy = false;
     }
@@ -321,6 +445,12 @@ static void fs_req_free(struct fs_req *r)
 /* Answer r with an error and free it. */
 static void fs_req_fail(struct fs_req *r, int rv)
 {
+    fs_req_end_span(r, rv);
+    if (r->fs != NULL &&
+        (r->kind == FS_DONE_CREATE || r->kind == FS_DONE_OPEN)) {
+        /* No release follows a failed open. */
+        fs_handle_trace_end(r->fs, r->fi.fh);
+    }
     fs_reply_rv(r->req, rv);
     fs_req_free(r);
 }
@@ -357,7 +487,10 @@ static void fs_submit(struct fs_req *r, struct kv_cmd *c)
         return;
     }
 
-    rv = node_propose(f->node, buf, len, fs_propose_cb, r);
+    fs_req_trace(r, c->op);
+    rv = node_propose_traced(f->node, buf, len,
+                             r->span != NULL ? &r->span->ctx : NULL,
+                             fs_propose_cb, r);
     free(buf);
     if (rv != 0) {
         IKD_DEBUG("fs", "propose op=%u failed rv=%d -> reply error",
@@ -392,6 +525,9 @@ static void fs_done_attr(struct fs_req *r, uint64_t ino)
     int rv = kv_reader_getattr(node_reader(f->node), ino, &a);
 
     if (rv != 0) {
+        if (r->kind == FS_DONE_CREATE) {
+            fs_handle_trace_end(f, r->fi.fh);
+        }
         fs_reply_rv(r->req, rv);
         return;
     }
@@ -416,6 +552,7 @@ static void fs_propose_cb(void *arg, int status, uint64_t value)
 
     if (r->fs == NULL) {
         /* fs_unmount() already answered; the file system may be gone. */
+        fs_req_end_span(r, IKD_ESHUTDOWN);
         free(r);
         return;
     }
@@ -1041,7 +1178,6 @@ static void fs_op_setattr(fuse_req_t req,
     struct fs_req *r;
     int e;
 
-    (void)fi;
     if (fs_is_meta(ino)) {
         fuse_reply_err(req, EROFS);
         return;
@@ -1057,6 +1193,9 @@ static void fs_op_setattr(fuse_req_t req,
         return;
     }
     r->ino = ino;
+    if (fi != NULL) {
+        fs_handle_parent(f, fi->fh, &r->parent);
+    }
     if (c.valid != 0) {
         fs_submit(r, &c);
     } else {
@@ -1127,6 +1266,10 @@ static void fs_op_open(fuse_req_t req,
         return;
     }
     r->ino = ino;
+    if (trunc) {
+        fs_handle_trace_begin(f, fi, "");
+        fs_handle_parent(f, fi->fh, &r->parent);
+    }
     r->fi = *fi;
     if (trunc) {
         /* With atomic O_TRUNC the truncation is ours to do; doing it
@@ -1177,6 +1320,8 @@ static void fs_op_create(fuse_req_t req,
     if (r == NULL) {
         return;
     }
+    fs_handle_trace_begin(r->fs, fi, name);
+    fs_handle_parent(r->fs, fi->fh, &r->parent);
     r->fi = *fi;
 
     c.path = name;
@@ -1237,6 +1382,8 @@ static void fs_op_write(fuse_req_t req,
         return;
     }
     r->size = size;
+    r->ino = ino;
+    fs_handle_parent(f, fi->fh, &r->parent);
     c.op = append ? KV_OP_APPEND : KV_OP_WRITE;
     c.offset = append ? 0 : (uint64_t)off;
     c.data_len = size;
@@ -1259,6 +1406,8 @@ static void fs_op_release(fuse_req_t req,
 {
     if (fs_is_meta(ino)) {
         free((void *)(uintptr_t)fi->fh);
+    } else {
+        fs_handle_trace_end(fuse_req_userdata(req), fi->fh);
     }
     fuse_reply_err(req, 0);
 }
@@ -1728,6 +1877,9 @@ int fs_mount(uv_loop_t *loop,
         (ssize_t)sizeof(f->session_base)) {
         f->session_base = (uint64_t)fs_now_ns() ^ ((uint64_t)getpid() << 32);
     }
+    if (ikd_tracer_enabled()) {
+        f->handles = calloc(FS_TRACE_HANDLES, sizeof(*f->handles));
+    }
     /* Never session 0 ("none"), whatever the lane. */
     f->session_base =
         (f->session_base & ~(uint64_t)(FS_MAX_LANES - 1)) | FS_MAX_LANES;
@@ -1760,6 +1912,7 @@ err_after_session:
     }
     free(f->mountpoint);
 err_after_alloc:
+    free(f->handles);
     free(f);
     return rv;
 }
@@ -1780,6 +1933,12 @@ static void fs_close_cb(uv_handle_t *h)
     fuse_session_unmount(f->se);
     fuse_session_destroy(f->se);
     IKD_INFO("fs", "unmounted %s", f->mountpoint);
+    for (size_t i = 0; f->handles != NULL && i < FS_TRACE_HANDLES; i++) {
+        if (f->handles[i].used) {
+            ikd_span_end(&f->handles[i].span);
+        }
+    }
+    free(f->handles);
     free(f->buf.mem);
     free(f->mountpoint);
     free(f);
