@@ -629,7 +629,7 @@ static int config_resource(const char *service, uint32_t node_id)
         rv = resource_set("service.name", name);
     }
     snprintf(id, sizeof(id), "%u", (unsigned)node_id);
-    if (rv == 0) {
+    if (rv == 0 && node_id != 0) {
         rv = resource_set("service.instance.id", id);
     }
     return rv;

@@ -73,8 +73,9 @@ struct ikd_span
 
 /* Read the environment and, when an endpoint is set, start the exporter.
  * service is the service.name used when OTEL_SERVICE_NAME does not give
- * one; node_id goes into service.instance.id.  Returns 0 (also when the
- * tracer stays off), or -EINVAL with *why naming a malformed variable. */
+ * one; node_id, unless 0, goes into service.instance.id.  Returns 0
+ * (also when the tracer stays off), or -EINVAL with *why naming a
+ * malformed variable. */
 int ikd_tracer_start(const char *service, uint32_t node_id, const char **why);
 
 /* Export what is queued (waiting at most about a second for the
