@@ -14,7 +14,6 @@
 #include <time.h>
 
 #include <curl/curl.h>
-#include <jansson.h>
 
 /* Defaults of the batch span processor variables (OpenTelemetry SDK
  * configuration), and the bound on the final flush at stop. */
@@ -193,22 +192,37 @@ void ikd_span_begin(struct ikd_span *s,
                     enum ikd_span_kind kind,
                     const struct ikd_trace_ctx *parent)
 {
-    memset(s, 0, sizeof(*s));
+    uint8_t trace_id[sizeof(s->ctx.trace_id)];
+    bool child = ikd_trace_ctx_valid(parent);
+
+    /* The sampling decision comes before the rest of the span is touched:
+     * an unsampled span is only its context. */
+    s->recording = false;
+    s->has_parent = false;
+    memset(&s->ctx, 0, sizeof(s->ctx));
     if (!T.on) {
         return;
     }
-    if (ikd_trace_ctx_valid(parent)) {
-        memcpy(s->ctx.trace_id, parent->trace_id, sizeof(s->ctx.trace_id));
+    if (child) {
+        memcpy(trace_id, parent->trace_id, sizeof(trace_id));
+    } else {
+        fill_random(trace_id, sizeof(trace_id));
+    }
+    if (!(child && T.parent_based ? parent->sampled : sample_root(trace_id))) {
+        /* Still a context, so that children follow the decision. */
+        memcpy(s->ctx.trace_id, trace_id, sizeof(trace_id));
+        fill_random(s->ctx.span_id, sizeof(s->ctx.span_id));
+        return;
+    }
+    memset(s, 0, sizeof(*s));
+    memcpy(s->ctx.trace_id, trace_id, sizeof(trace_id));
+    s->ctx.sampled = true;
+    if (child) {
         memcpy(s->parent_span_id, parent->span_id, sizeof(s->parent_span_id));
         s->has_parent = true;
-        s->ctx.sampled =
-            T.parent_based ? parent->sampled : sample_root(parent->trace_id);
-    } else {
-        fill_random(s->ctx.trace_id, sizeof(s->ctx.trace_id));
-        s->ctx.sampled = sample_root(s->ctx.trace_id);
     }
     fill_random(s->ctx.span_id, sizeof(s->ctx.span_id));
-    s->recording = s->ctx.sampled;
+    s->recording = true;
     s->kind = kind;
     snprintf(s->name, sizeof(s->name), "%s", name);
     s->start_ns = unix_ns();
@@ -279,71 +293,158 @@ void ikd_tracer_stats(struct ikd_trace_stats *out)
 
 /* ---- OTLP/JSON (exporter thread) ---- */
 
-static json_t *json_u64_string(uint64_t v)
+/* The batch is written straight into one growing buffer: building a tree
+ * of JSON values per span cost several times more. */
+struct jbuf
+{
+    char *p;
+    size_t len;
+    size_t cap;
+    bool failed; /* out of memory: the batch is dropped */
+};
+
+static void jb_put(struct jbuf *b, const char *s, size_t n)
+{
+    if (b->failed) {
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->cap + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->failed = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void jb_puts(struct jbuf *b, const char *s)
+{
+    jb_put(b, s, strlen(s));
+}
+
+/* s as a quoted JSON string. */
+static void jb_string(struct jbuf *b, const char *s)
+{
+    jb_put(b, "\"", 1);
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            jb_put(b, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+            jb_put(b, esc, 6);
+        } else {
+            jb_put(b, s, 1);
+        }
+    }
+    jb_put(b, "\"", 1);
+}
+
+static void jb_u64(struct jbuf *b, uint64_t v, bool quoted)
 {
     char buf[24];
-    snprintf(buf, sizeof(buf), "%" PRIu64, v);
-    return json_string(buf);
+    int n =
+        snprintf(buf, sizeof(buf), quoted ? "\"%" PRIu64 "\"" : "%" PRIu64, v);
+    jb_put(b, buf, (size_t)n);
 }
 
-static json_t *attr_json(const char *key, json_t *value)
+static void jb_attr_str(struct jbuf *b, const char *key, const char *value)
 {
-    return json_pack("{s:s, s:o}", "key", key, "value", value);
+    jb_puts(b, "{\"key\":");
+    jb_string(b, key);
+    jb_puts(b, ",\"value\":{\"stringValue\":");
+    jb_string(b, value);
+    jb_puts(b, "}}");
 }
 
-static json_t *span_json(const struct ikd_span *s)
+static void jb_attr_int(struct jbuf *b, const char *key, int64_t value)
 {
-    char tid[33], sid[17], pid[17];
-    json_t *attrs = json_array();
-    json_t *span;
+    char buf[24];
 
-    hex(s->ctx.trace_id, sizeof(s->ctx.trace_id), tid);
-    hex(s->ctx.span_id, sizeof(s->ctx.span_id), sid);
-    hex(s->parent_span_id, sizeof(s->parent_span_id), pid);
+    /* OTLP/JSON carries 64-bit integers as decimal strings. */
+    snprintf(buf, sizeof(buf), "%" PRId64, value);
+    jb_puts(b, "{\"key\":");
+    jb_string(b, key);
+    jb_puts(b, ",\"value\":{\"intValue\":");
+    jb_string(b, buf);
+    jb_puts(b, "}}");
+}
+
+static void span_json(struct jbuf *b, const struct ikd_span *s)
+{
+    char id[33];
+
+    hex(s->ctx.trace_id, sizeof(s->ctx.trace_id), id);
+    jb_puts(b, "{\"traceId\":\"");
+    jb_puts(b, id);
+    hex(s->ctx.span_id, sizeof(s->ctx.span_id), id);
+    jb_puts(b, "\",\"spanId\":\"");
+    jb_puts(b, id);
+    if (s->has_parent) {
+        hex(s->parent_span_id, sizeof(s->parent_span_id), id);
+        jb_puts(b, "\",\"parentSpanId\":\"");
+        jb_puts(b, id);
+    }
+    jb_puts(b, "\",\"name\":");
+    jb_string(b, s->name);
+    jb_puts(b, ",\"kind\":");
+    jb_u64(b, (uint64_t)s->kind, false);
+    jb_puts(b, ",\"startTimeUnixNano\":");
+    jb_u64(b, s->start_ns, true);
+    jb_puts(b, ",\"endTimeUnixNano\":");
+    jb_u64(b, s->end_ns, true);
+    jb_puts(b, ",\"attributes\":[");
     for (unsigned i = 0; i < s->n_attrs; i++) {
         const struct ikd_span_attr *a = &s->attrs[i];
-        json_t *v = a->is_int
-                        ? json_pack("{s:o}", "intValue",
-                                    json_u64_string((uint64_t)a->int_value))
-                        : json_pack("{s:s}", "stringValue", a->str_value);
-        json_array_append_new(attrs, attr_json(a->key, v));
+        if (i > 0) {
+            jb_put(b, ",", 1);
+        }
+        if (a->is_int) {
+            jb_attr_int(b, a->key, a->int_value);
+        } else {
+            jb_attr_str(b, a->key, a->str_value);
+        }
     }
-    span = json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:{s:i}}", "traceId",
-                     tid, "spanId", sid, "name", s->name, "kind", (int)s->kind,
-                     "startTimeUnixNano", json_u64_string(s->start_ns),
-                     "endTimeUnixNano", json_u64_string(s->end_ns),
-                     "attributes", attrs, "status", "code", s->error ? 2 : 0);
-    if (span != NULL && s->has_parent) {
-        json_object_set_new(span, "parentSpanId", json_string(pid));
-    }
-    return span;
+    jb_puts(b, s->error ? "],\"status\":{\"code\":2}}"
+                        : "],\"status\":{\"code\":0}}");
 }
 
+/* One ExportTraceServiceRequest in OTLP/JSON; NULL when out of memory. */
 static char *batch_json(const struct ikd_span *spans, size_t n)
 {
-    json_t *resource = json_array();
-    json_t *list = json_array();
-    json_t *doc;
-    char *text;
+    struct jbuf b = {0};
 
+    jb_puts(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
     for (size_t i = 0; i < T.n_resource; i++) {
-        json_array_append_new(
-            resource,
-            attr_json(T.resource[i].key,
-                      json_pack("{s:s}", "stringValue", T.resource[i].value)));
+        if (i > 0) {
+            jb_put(&b, ",", 1);
+        }
+        jb_attr_str(&b, T.resource[i].key, T.resource[i].value);
     }
+    jb_puts(&b,
+            "]},\"scopeSpans\":[{\"scope\":{\"name\":\"ikada\"},"
+            "\"spans\":[");
     for (size_t i = 0; i < n; i++) {
-        json_array_append_new(list, span_json(&spans[i]));
+        if (i > 0) {
+            jb_put(&b, ",", 1);
+        }
+        span_json(&b, &spans[i]);
     }
-    doc = json_pack("{s:[{s:{s:o}, s:[{s:{s:s}, s:o}]}]}", "resourceSpans",
-                    "resource", "attributes", resource, "scopeSpans", "scope",
-                    "name", "ikada", "spans", list);
-    if (doc == NULL) {
+    jb_puts(&b, "]}]}]}");
+    if (b.failed) {
+        free(b.p);
         return NULL;
     }
-    text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    return text;
+    return b.p;
 }
 
 static size_t discard_cb(char *ptr, size_t size, size_t nmemb, void *arg)

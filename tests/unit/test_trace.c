@@ -182,7 +182,7 @@ static void test_trace_parent_and_child_reach_the_collector(void **state)
 
     ikd_span_begin(&root, "fs.write", IKD_SPAN_SERVER, NULL);
     assert_true(root.recording);
-    ikd_span_set_str(&root, "path", "a/b");
+    ikd_span_set_str(&root, "path", "a/\"b\"\\\n\x01");
     ikd_span_begin(&child, "raft.commit", IKD_SPAN_INTERNAL, &root.ctx);
     ikd_span_set_int(&child, "raft.index", 42);
     ikd_span_set_error(&child, "no quorum");
@@ -219,6 +219,12 @@ static void test_trace_parent_and_child_reach_the_collector(void **state)
                          json_object_get(s0, "status"), "code")),
                      2);
     assert_non_null(strstr(r.bodies[0], "\"intValue\":\"42\""));
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(
+                json_array_get(json_object_get(s1, "attributes"), 0), "value"),
+            "stringValue")),
+        "a/\"b\"\\\n\x01");
     json_decref(doc);
     receiver_free(&r);
     ikd_tracer_stats(&st);
