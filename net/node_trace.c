@@ -12,6 +12,8 @@
  * sampled at 10 %, entries live for milliseconds: 64 is ample. */
 #define NT_SLOTS 64
 
+_Static_assert(NT_SLOTS == 64, "busy slots are the bits of a uint64_t");
+
 struct nt_entry
 {
     raft_index_t index; /* 0: the slot is free */
@@ -30,9 +32,29 @@ struct nt_entry
 
 struct node_trace
 {
-    size_t n_busy;
+    uint64_t busy; /* bit i: ring[i] holds an entry */
     struct nt_entry ring[NT_SLOTS];
 };
+
+/* The next busy slot among those whose bits are set in *mask, clearing
+ * its bit; NULL when none is left. */
+static struct nt_entry *next_busy(struct node_trace *t, uint64_t *mask)
+{
+    int i;
+
+    if (*mask == 0) {
+        return NULL;
+    }
+    i = __builtin_ctzll(*mask);
+    *mask &= *mask - 1;
+    return &t->ring[i];
+}
+
+static void slot_set(struct node_trace *t, const struct nt_entry *e, bool on)
+{
+    uint64_t bit = UINT64_C(1) << (e - t->ring);
+    t->busy = on ? t->busy | bit : t->busy & ~bit;
+}
 
 struct node_trace *node_trace_new(void)
 {
@@ -75,7 +97,7 @@ static void entry_close(struct node_trace *t,
     end_if_open(&e->apply, error);
     end_if_open(&e->propose, error);
     e->index = 0;
-    t->n_busy--;
+    slot_set(t, e, false);
 }
 
 /* Free e's slot once it was applied and nothing in it is open.  A
@@ -85,7 +107,7 @@ static void entry_maybe_done(struct node_trace *t, struct nt_entry *e)
 {
     if (e->index != 0 && e->apply_started && !entry_open(e)) {
         e->index = 0;
-        t->n_busy--;
+        slot_set(t, e, false);
     }
 }
 
@@ -102,7 +124,7 @@ static struct nt_entry *entry_claim(struct node_trace *t,
     memset(e, 0, sizeof(*e));
     e->index = index;
     e->since_ms = now_ms;
-    t->n_busy++;
+    slot_set(t, e, true);
     return e;
 }
 
@@ -111,10 +133,9 @@ void node_trace_free(struct node_trace *t)
     if (t == NULL) {
         return;
     }
-    for (size_t i = 0; i < NT_SLOTS; i++) {
-        if (t->ring[i].index != 0) {
-            entry_close(t, &t->ring[i], "abandoned");
-        }
+    uint64_t mask = t->busy;
+    for (struct nt_entry *e; (e = next_busy(t, &mask)) != NULL;) {
+        entry_close(t, e, "abandoned");
     }
     free(t);
 }
@@ -168,7 +189,7 @@ size_t node_trace_outgoing(struct node_trace *t,
 {
     size_t n = 0;
 
-    if (t == NULL || t->n_busy == 0 || first > last) {
+    if (t == NULL || t->busy == 0 || first > last) {
         return 0;
     }
     if (last - first >= NT_SLOTS) {
@@ -218,11 +239,11 @@ void node_trace_received(struct node_trace *t,
 
 void node_trace_persisted(struct node_trace *t, raft_index_t index)
 {
-    if (t == NULL || t->n_busy == 0) {
+    if (t == NULL || t->busy == 0) {
         return;
     }
-    for (size_t i = 0; i < NT_SLOTS; i++) {
-        struct nt_entry *e = &t->ring[i];
+    uint64_t mask = t->busy;
+    for (struct nt_entry *e; (e = next_busy(t, &mask)) != NULL;) {
         if (e->index != 0 && e->index <= index) {
             end_if_open(&e->append, NULL);
             entry_maybe_done(t, e);
@@ -232,11 +253,11 @@ void node_trace_persisted(struct node_trace *t, raft_index_t index)
 
 void node_trace_committed(struct node_trace *t, raft_index_t commit)
 {
-    if (t == NULL || t->n_busy == 0) {
+    if (t == NULL || t->busy == 0) {
         return;
     }
-    for (size_t i = 0; i < NT_SLOTS; i++) {
-        struct nt_entry *e = &t->ring[i];
+    uint64_t mask = t->busy;
+    for (struct nt_entry *e; (e = next_busy(t, &mask)) != NULL;) {
         if (e->index == 0 || e->index > commit || e->apply_started) {
             continue;
         }
@@ -250,11 +271,11 @@ void node_trace_committed(struct node_trace *t, raft_index_t commit)
 
 void node_trace_applied(struct node_trace *t, raft_index_t index)
 {
-    if (t == NULL || t->n_busy == 0) {
+    if (t == NULL || t->busy == 0) {
         return;
     }
-    for (size_t i = 0; i < NT_SLOTS; i++) {
-        struct nt_entry *e = &t->ring[i];
+    uint64_t mask = t->busy;
+    for (struct nt_entry *e; (e = next_busy(t, &mask)) != NULL;) {
         if (e->index != 0 && e->index <= index && e->apply_started) {
             end_if_open(&e->apply, NULL);
             end_if_open(&e->propose, NULL);
@@ -265,11 +286,11 @@ void node_trace_applied(struct node_trace *t, raft_index_t index)
 
 void node_trace_matched(struct node_trace *t, const struct raft *r)
 {
-    if (t == NULL || t->n_busy == 0) {
+    if (t == NULL || t->busy == 0) {
         return;
     }
-    for (size_t i = 0; i < NT_SLOTS; i++) {
-        struct nt_entry *e = &t->ring[i];
+    uint64_t mask = t->busy;
+    for (struct nt_entry *e; (e = next_busy(t, &mask)) != NULL;) {
         if (e->index == 0 || !e->leader) {
             continue;
         }
@@ -287,11 +308,11 @@ void node_trace_expire(struct node_trace *t,
                        uint64_t now_ms,
                        uint64_t max_age_ms)
 {
-    if (t == NULL || t->n_busy == 0) {
+    if (t == NULL || t->busy == 0) {
         return;
     }
-    for (size_t i = 0; i < NT_SLOTS; i++) {
-        struct nt_entry *e = &t->ring[i];
+    uint64_t mask = t->busy;
+    for (struct nt_entry *e; (e = next_busy(t, &mask)) != NULL;) {
         if (e->index != 0 && now_ms - e->since_ms > max_age_ms) {
             entry_close(t, e, "abandoned");
         }
