@@ -69,9 +69,11 @@ _Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
  * again; the poll is level-triggered, so the rest wake it at once. */
 #define FS_MAX_REQS_PER_POLL 64
 
-/* fi->fh of a regular file: how it was opened, and above
- * FS_FH_TRACE_SHIFT 1 + the slot of its trace in fs->handles, or 0. */
+/* fi->fh of a regular file: how it was opened, whether the sampler
+ * turned its trace down, and above FS_FH_TRACE_SHIFT 1 + the slot of its
+ * trace in fs->handles, or 0. */
 #define FS_FH_APPEND 1u
+#define FS_FH_UNSAMPLED 2u
 #define FS_FH_TRACE_SHIFT 8
 
 /* Open files traced at once.  A file opened for writing gets a span from
@@ -155,7 +157,8 @@ struct fs_req
     struct fuse_file_info fi;
     uint32_t lane;               /* 1 + the lane of its command, 0 for none */
     struct ikd_trace_ctx parent; /* of its span; all zero for a root */
-    struct ikd_span *span;       /* a sampled change's span, else NULL */
+    bool untraced;         /* made through a file whose trace was not sampled */
+    struct ikd_span *span; /* a sampled change's span, else NULL */
     size_t name_len;
     char name[]; /* NUL-terminated, for lookups */
 };
@@ -296,7 +299,7 @@ static void fs_req_trace(struct fs_req *r, uint8_t op)
 {
     struct ikd_span s;
 
-    if (!ikd_tracer_enabled()) {
+    if (!ikd_tracer_enabled() || r->untraced) {
         return;
     }
     ikd_span_begin(&s, fs_op_span_name(op), IKD_SPAN_SERVER, &r->parent);
@@ -344,6 +347,8 @@ static void fs_handle_trace_begin(struct fs *f,
                 fi->fh |= (uint64_t)(i + 1) << FS_FH_TRACE_SHIFT;
                 ikd_span_set_str(&h->span, "fs.name", name);
                 ikd_span_set_int(&h->span, "fs.flags", fi->flags);
+            } else {
+                fi->fh |= FS_FH_UNSAMPLED;
             }
         }
     }
@@ -360,16 +365,15 @@ static struct fs_handle_trace *fs_handle_trace(struct fs *f, uint64_t fh)
     return &f->handles[slot - 1];
 }
 
-/* The parent for a change made through the open file fh. */
-static void fs_handle_parent(struct fs *f,
-                             uint64_t fh,
-                             struct ikd_trace_ctx *out)
+/* The parent of r, a change made through the open file fh. */
+static void fs_handle_parent(struct fs *f, uint64_t fh, struct fs_req *r)
 {
     struct fs_handle_trace *h = fs_handle_trace(f, fh);
 
     if (h != NULL) {
-        *out = h->span.ctx;
+        r->parent = h->span.ctx;
     }
+    r->untraced = (fh & FS_FH_UNSAMPLED) != 0;
 }
 
 static void fs_handle_trace_end(struct fs *f, uint64_t fh)
@@ -1194,7 +1198,7 @@ static void fs_op_setattr(fuse_req_t req,
     }
     r->ino = ino;
     if (fi != NULL) {
-        fs_handle_parent(f, fi->fh, &r->parent);
+        fs_handle_parent(f, fi->fh, r);
     }
     if (c.valid != 0) {
         fs_submit(r, &c);
@@ -1268,7 +1272,7 @@ static void fs_op_open(fuse_req_t req,
     r->ino = ino;
     if (trunc) {
         fs_handle_trace_begin(f, fi, "");
-        fs_handle_parent(f, fi->fh, &r->parent);
+        fs_handle_parent(f, fi->fh, r);
     }
     r->fi = *fi;
     if (trunc) {
@@ -1321,7 +1325,7 @@ static void fs_op_create(fuse_req_t req,
         return;
     }
     fs_handle_trace_begin(r->fs, fi, name);
-    fs_handle_parent(r->fs, fi->fh, &r->parent);
+    fs_handle_parent(r->fs, fi->fh, r);
     r->fi = *fi;
 
     c.path = name;
@@ -1383,7 +1387,7 @@ static void fs_op_write(fuse_req_t req,
     }
     r->size = size;
     r->ino = ino;
-    fs_handle_parent(f, fi->fh, &r->parent);
+    fs_handle_parent(f, fi->fh, r);
     c.op = append ? KV_OP_APPEND : KV_OP_WRITE;
     c.offset = append ? 0 : (uint64_t)off;
     c.data_len = size;
