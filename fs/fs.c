@@ -328,9 +328,11 @@ static void fs_req_end_span(struct fs_req *r, int rv)
     r->span = NULL;
 }
 
-/* An open file's trace: begun at open for writing, ended at release. */
+/* An open file's trace: begun at open for writing, ended at release.
+ * The file is named by name when it is being created, else by ino. */
 static void fs_handle_trace_begin(struct fs *f,
                                   struct fuse_file_info *fi,
+                                  uint64_t ino,
                                   const char *name)
 {
     struct fs_handle_trace *h = NULL;
@@ -345,7 +347,11 @@ static void fs_handle_trace_begin(struct fs *f,
             if (h->span.recording) {
                 h->used = true;
                 fi->fh |= (uint64_t)(i + 1) << FS_FH_TRACE_SHIFT;
-                ikd_span_set_str(&h->span, "fs.name", name);
+                if (name != NULL) {
+                    ikd_span_set_str(&h->span, "fs.name", name);
+                } else {
+                    ikd_span_set_int(&h->span, "fs.ino", (int64_t)ino);
+                }
                 ikd_span_set_int(&h->span, "fs.flags", fi->flags);
             } else {
                 fi->fh |= FS_FH_UNSAMPLED;
@@ -1271,7 +1277,7 @@ static void fs_op_open(fuse_req_t req,
     }
     r->ino = ino;
     if (trunc) {
-        fs_handle_trace_begin(f, fi, "");
+        fs_handle_trace_begin(f, fi, ino, NULL);
         fs_handle_parent(f, fi->fh, r);
     }
     r->fi = *fi;
@@ -1324,7 +1330,7 @@ static void fs_op_create(fuse_req_t req,
     if (r == NULL) {
         return;
     }
-    fs_handle_trace_begin(r->fs, fi, name);
+    fs_handle_trace_begin(r->fs, fi, 0, name);
     fs_handle_parent(r->fs, fi->fh, r);
     r->fi = *fi;
 

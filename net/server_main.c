@@ -447,6 +447,9 @@ static int start_server(struct server *s)
         return rv;
     }
     log_start(s);
+    if (ikd_tracer_enabled()) {
+        IKD_INFO("server", "tracing on -> spans to %s", ikd_tracer_url());
+    }
     uv_signal_init(s->loop, &s->sigterm);
     uv_signal_init(s->loop, &s->sigint);
     s->sigterm.data = s->sigint.data = s;

@@ -49,10 +49,14 @@ static struct tracer
     uint64_t rng;
     pthread_t thread;
 
+    /* Ended spans go into queue; the exporter swaps it with spare, under
+     * the lock and without copying, then sends spare's spans in batches
+     * with the lock released, so the loop never waits for a copy. */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    struct ikd_span *queue; /* ring of cap spans */
-    size_t cap, head, len;
+    struct ikd_span *queue; /* len of cap spans */
+    struct ikd_span *spare; /* cap spans; the exporter's */
+    size_t cap, len;
     bool stopping;
     struct ikd_trace_stats stats;
 } T = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
@@ -187,6 +191,11 @@ bool ikd_tracer_enabled(void)
     return T.on;
 }
 
+const char *ikd_tracer_url(void)
+{
+    return T.on ? T.url : "";
+}
+
 void ikd_span_begin(struct ikd_span *s,
                     const char *name,
                     enum ikd_span_kind kind,
@@ -275,9 +284,9 @@ void ikd_span_end(struct ikd_span *s)
     if (T.len == T.cap || T.stopping) {
         T.stats.dropped++;
     } else {
-        T.queue[(T.head + T.len) % T.cap] = *s;
-        T.len++;
-        if (T.len >= T.batch) {
+        T.queue[T.len++] = *s;
+        /* Once: the exporter looks again before it sleeps. */
+        if (T.len == T.batch) {
             pthread_cond_signal(&T.wake);
         }
     }
@@ -482,57 +491,69 @@ static bool export_batch(CURL *curl, const struct ikd_span *spans, size_t n)
     return rc == CURLE_OK && status >= 200 && status < 300;
 }
 
-/* Take up to T.batch spans off the queue into out; under the lock. */
-static size_t take_batch(struct ikd_span *out)
+/* Wait until a batch is full, the delay passed or the tracer stops;
+ * under the lock. */
+static void exporter_wait(void)
 {
-    size_t n = T.len < T.batch ? T.len : T.batch;
+    struct timespec deadline;
 
-    for (size_t i = 0; i < n; i++) {
-        out[i] = T.queue[(T.head + i) % T.cap];
+    if (T.len >= T.batch || T.stopping) {
+        return;
     }
-    T.head = (T.head + n) % T.cap;
-    T.len -= n;
-    return n;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += T.delay_ms / 1000;
+    deadline.tv_nsec += (long)(T.delay_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&T.wake, &T.lock, &deadline);
+}
+
+/* Send n spans from spans, T.batch at a time; how many the collector
+ * took.  After a failure the rest is dropped: a collector that is down
+ * costs one timeout, not one per batch.  Without the lock. */
+static size_t export_all(CURL *curl, const struct ikd_span *spans, size_t n)
+{
+    size_t ok = 0;
+
+    for (size_t i = 0; i < n && curl != NULL; i += T.batch) {
+        size_t k = n - i < T.batch ? n - i : T.batch;
+        if (!export_batch(curl, spans + i, k)) {
+            break;
+        }
+        ok += k;
+    }
+    return ok;
 }
 
 static void *exporter_main(void *arg)
 {
-    struct ikd_span *batch = calloc(T.batch, sizeof(*batch));
     CURL *curl = curl_easy_init();
-    struct timespec deadline;
 
     (void)arg;
     pthread_mutex_lock(&T.lock);
     for (;;) {
-        if (T.len < T.batch && !T.stopping) {
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_sec += T.delay_ms / 1000;
-            deadline.tv_nsec += (long)(T.delay_ms % 1000) * 1000000L;
-            if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&T.wake, &T.lock, &deadline);
-        }
+        exporter_wait();
         if (T.len == 0 && T.stopping) {
             break;
         }
-        size_t n = batch != NULL ? take_batch(batch) : 0;
-        if (n == 0) {
+        if (T.len == 0) {
             continue;
         }
+        struct ikd_span *full = T.queue;
+        size_t n = T.len;
+        T.queue = T.spare;
+        T.spare = full;
+        T.len = 0;
         pthread_mutex_unlock(&T.lock);
-        bool ok = curl != NULL && export_batch(curl, batch, n);
+        size_t ok = export_all(curl, full, n);
         pthread_mutex_lock(&T.lock);
-        if (ok) {
-            T.stats.exported += n;
-        } else {
-            T.stats.dropped += n;
-        }
+        T.stats.exported += ok;
+        T.stats.dropped += n - ok;
     }
     pthread_mutex_unlock(&T.lock);
     curl_easy_cleanup(curl);
-    free(batch);
     return NULL;
 }
 
@@ -755,7 +776,8 @@ static int config_batching(const char **why)
     T.cap = queue;
     T.batch = batch < queue ? batch : queue;
     T.queue = calloc(T.cap, sizeof(*T.queue));
-    return T.queue != NULL ? 0 : -ENOMEM;
+    T.spare = calloc(T.cap, sizeof(*T.spare));
+    return T.queue != NULL && T.spare != NULL ? 0 : -ENOMEM;
 }
 
 static void tracer_reset(void)
@@ -768,8 +790,9 @@ static void tracer_reset(void)
     }
     T.n_resource = 0;
     free(T.queue);
-    T.queue = NULL;
-    T.cap = T.head = T.len = 0;
+    free(T.spare);
+    T.queue = T.spare = NULL;
+    T.cap = T.len = 0;
     T.on = false;
     T.stopping = false;
 }
@@ -811,6 +834,9 @@ int ikd_tracer_start(const char *service, uint32_t node_id, const char **why)
             curl_slist_append(T.headers, "Content-Type: application/json");
         curl_global_init(CURL_GLOBAL_DEFAULT);
         rv = -pthread_create(&T.thread, NULL, exporter_main, NULL);
+        if (rv == 0) {
+            pthread_setname_np(T.thread, "ikd-export");
+        }
     }
     if (rv != 0) {
         tracer_reset();

@@ -84,6 +84,9 @@ void ikd_tracer_stop(void);
 
 bool ikd_tracer_enabled(void);
 
+/* Where spans go ("" when the tracer is off), for the start-up log. */
+const char *ikd_tracer_url(void);
+
 /* Begin a span as a child of parent, or as the root of a new trace when
  * parent is NULL or not valid (the sampler decides then; a child follows
  * its parent's decision). */
