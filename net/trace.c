@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,7 +224,7 @@ void ikd_span_begin(struct ikd_span *s,
         fill_random(s->ctx.span_id, sizeof(s->ctx.span_id));
         return;
     }
-    memset(s, 0, sizeof(*s));
+    memset(s, 0, offsetof(struct ikd_span, attrs));
     memcpy(s->ctx.trace_id, trace_id, sizeof(trace_id));
     s->ctx.sampled = true;
     if (child) {
@@ -233,7 +234,7 @@ void ikd_span_begin(struct ikd_span *s,
     fill_random(s->ctx.span_id, sizeof(s->ctx.span_id));
     s->recording = true;
     s->kind = kind;
-    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->name = name;
     s->start_ns = unix_ns();
 }
 
@@ -245,7 +246,7 @@ static struct ikd_span_attr *attr_slot(struct ikd_span *s, const char *key)
         return NULL;
     }
     a = &s->attrs[s->n_attrs++];
-    snprintf(a->key, sizeof(a->key), "%s", key);
+    a->key = key;
     return a;
 }
 
@@ -284,7 +285,10 @@ void ikd_span_end(struct ikd_span *s)
     if (T.len == T.cap || T.stopping) {
         T.stats.dropped++;
     } else {
-        T.queue[T.len++] = *s;
+        /* The attributes in use only: most of a span is free slots. */
+        memcpy(&T.queue[T.len++], s,
+               offsetof(struct ikd_span, attrs) +
+                   s->n_attrs * sizeof(s->attrs[0]));
         /* Once: the exporter looks again before it sleeps. */
         if (T.len == T.batch) {
             pthread_cond_signal(&T.wake);
@@ -337,33 +341,52 @@ static void jb_puts(struct jbuf *b, const char *s)
     jb_put(b, s, strlen(s));
 }
 
-/* s as a quoted JSON string. */
+/* s as a quoted JSON string; runs that need no escape go in one piece. */
 static void jb_string(struct jbuf *b, const char *s)
 {
     jb_put(b, "\"", 1);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        char esc[8];
-        if (c == '"' || c == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)c;
-            jb_put(b, esc, 2);
-        } else if (c < 0x20) {
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            jb_put(b, esc, 6);
-        } else {
-            jb_put(b, s, 1);
+    while (*s != '\0') {
+        size_t run = 0;
+        while (s[run] != '\0' && s[run] != '"' && s[run] != '\\' &&
+               (unsigned char)s[run] >= 0x20) {
+            run++;
+        }
+        jb_put(b, s, run);
+        s += run;
+        if (*s != '\0') {
+            char esc[8];
+            unsigned char c = (unsigned char)*s++;
+            if (c == '"' || c == '\\') {
+                esc[0] = '\\';
+                esc[1] = (char)c;
+                jb_put(b, esc, 2);
+            } else {
+                snprintf(esc, sizeof(esc), "\\u%04x", c);
+                jb_put(b, esc, 6);
+            }
         }
     }
     jb_put(b, "\"", 1);
 }
 
+/* v in decimal, quoted or not, written by hand: snprintf was the largest
+ * part of the cost of a span. */
 static void jb_u64(struct jbuf *b, uint64_t v, bool quoted)
 {
     char buf[24];
-    int n =
-        snprintf(buf, sizeof(buf), quoted ? "\"%" PRIu64 "\"" : "%" PRIu64, v);
-    jb_put(b, buf, (size_t)n);
+    size_t i = sizeof(buf);
+
+    if (quoted) {
+        buf[--i] = '"';
+    }
+    do {
+        buf[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    if (quoted) {
+        buf[--i] = '"';
+    }
+    jb_put(b, buf + i, sizeof(buf) - i);
 }
 
 static void jb_attr_str(struct jbuf *b, const char *key, const char *value)
@@ -377,15 +400,13 @@ static void jb_attr_str(struct jbuf *b, const char *key, const char *value)
 
 static void jb_attr_int(struct jbuf *b, const char *key, int64_t value)
 {
-    char buf[24];
-
-    /* OTLP/JSON carries 64-bit integers as decimal strings. */
-    snprintf(buf, sizeof(buf), "%" PRId64, value);
     jb_puts(b, "{\"key\":");
     jb_string(b, key);
-    jb_puts(b, ",\"value\":{\"intValue\":");
-    jb_string(b, buf);
-    jb_puts(b, "}}");
+    /* OTLP/JSON carries 64-bit integers as decimal strings. */
+    jb_puts(b, value < 0 ? ",\"value\":{\"intValue\":\"-"
+                         : ",\"value\":{\"intValue\":\"");
+    jb_u64(b, value < 0 ? 0 - (uint64_t)value : (uint64_t)value, false);
+    jb_puts(b, "\"}}");
 }
 
 static void span_json(struct jbuf *b, const struct ikd_span *s)

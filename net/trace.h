@@ -42,14 +42,14 @@ enum ikd_span_kind {
     IKD_SPAN_CLIENT = 3,
 };
 
-#define IKD_SPAN_NAME_BYTES 48
 #define IKD_SPAN_ATTRS 6
-#define IKD_SPAN_KEY_BYTES 24
 #define IKD_SPAN_VALUE_BYTES 64
 
+/* Span names and attribute keys are not copied: they must live until the
+ * span is exported, which string literals do. */
 struct ikd_span_attr
 {
-    char key[IKD_SPAN_KEY_BYTES];
+    const char *key;
     bool is_int;
     int64_t int_value;
     char str_value[IKD_SPAN_VALUE_BYTES];
@@ -64,11 +64,11 @@ struct ikd_span
     bool recording; /* false when tracing is off or not sampled */
     bool error;
     enum ikd_span_kind kind;
-    char name[IKD_SPAN_NAME_BYTES];
+    const char *name;
     uint64_t start_ns; /* Unix time */
     uint64_t end_ns;   /* set by ikd_span_end() */
-    struct ikd_span_attr attrs[IKD_SPAN_ATTRS];
     unsigned n_attrs;
+    struct ikd_span_attr attrs[IKD_SPAN_ATTRS]; /* the first n_attrs */
 };
 
 /* Read the environment and, when an endpoint is set, start the exporter.
