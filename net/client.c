@@ -416,11 +416,6 @@ static int call_leader(struct ikada_client *c,
                        struct net_client_req *req,
                        struct reply *r)
 {
-    static const char *const ops[] = {
-        [NET_OP_PROPOSE] = "propose",     [NET_OP_GET] = "get",
-        [NET_OP_GET_LOCAL] = "get_local", [NET_OP_LIST] = "list",
-        [NET_OP_STATUS] = "status",       [NET_OP_TRANSFER] = "transfer",
-    };
     struct ikd_span span;
     int rv;
 
@@ -428,7 +423,7 @@ static int call_leader(struct ikada_client *c,
         return call_leader_untraced(c, req, r);
     }
     ikd_span_begin(&span, "ikada.client", IKD_SPAN_CLIENT, NULL);
-    ikd_span_set_str(&span, "ikada.op", ops[req->op]);
+    ikd_span_set_str(&span, "ikada.op", net_op_name(req->op));
     if (span.recording) {
         req->trace = span.ctx;
     }

@@ -37,6 +37,18 @@ _Static_assert(IKD_MAX_COMMAND_BYTES <= UINT32_MAX,
  * pointer is never NULL. */
 static const uint8_t empty_bytes[1];
 
+const char *net_op_name(uint8_t op)
+{
+    static const char *const names[] = {
+        [NET_OP_PROPOSE] = "propose",     [NET_OP_GET] = "get",
+        [NET_OP_GET_LOCAL] = "get_local", [NET_OP_LIST] = "list",
+        [NET_OP_STATUS] = "status",       [NET_OP_TRANSFER] = "transfer",
+    };
+    return op < sizeof(names) / sizeof(names[0]) && names[op] != NULL
+               ? names[op]
+               : "other";
+}
+
 /* Encoding. */
 
 static int pack_bytes(msgpack_packer *pk, const void *p, size_t len)

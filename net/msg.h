@@ -180,6 +180,10 @@ struct net_msg
     size_t n_traces;
 };
 
+/* A client operation's name ("propose", "get"...), "other" for an
+ * unknown one. */
+const char *net_op_name(uint8_t op);
+
 /* Encode m as one whole frame (length prefix included) into a new malloc'd
  * buffer *out of *len bytes.  0, -ENOMEM, or IKD_ELIMIT past
  * IKD_MAX_FRAME_BYTES. */

@@ -1152,11 +1152,6 @@ static void client_req_trace(struct node *n,
                              struct client_req *c,
                              const struct net_client_req *r)
 {
-    static const char *const names[] = {
-        [NET_OP_PROPOSE] = "propose",     [NET_OP_GET] = "get",
-        [NET_OP_GET_LOCAL] = "get_local", [NET_OP_LIST] = "list",
-        [NET_OP_STATUS] = "status",       [NET_OP_TRANSFER] = "transfer",
-    };
     struct ikd_span s;
 
     if (!ikd_tracer_enabled()) {
@@ -1166,7 +1161,7 @@ static void client_req_trace(struct node *n,
     if (!s.recording) {
         return;
     }
-    ikd_span_set_str(&s, "ikada.op", names[r->op]);
+    ikd_span_set_str(&s, "ikada.op", net_op_name(r->op));
     ikd_span_set_int(&s, "raft.node", (int64_t)n->cfg.id);
     c->span = malloc(sizeof(*c->span));
     if (c->span != NULL) {
