@@ -12,7 +12,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -23,6 +26,8 @@
 #define DEFAULT_BATCH 512
 #define DEFAULT_TIMEOUT_MS 10000
 #define STOP_FLUSH_MS 1000
+/* The exporter thread's nice value, above the process's. */
+#define EXPORTER_NICE 10
 #define URL_BYTES 1024
 #define RESOURCE_ATTRS 16
 
@@ -553,6 +558,11 @@ static void *exporter_main(void *arg)
     CURL *curl = curl_easy_init();
 
     (void)arg;
+    /* Linux gives each thread its own nice value: when the cores are
+     * busy, the loop and the storage worker go first, and spans wait, then
+     * drop, rather than requests.  Where that is refused, the thread keeps
+     * the process's priority. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), EXPORTER_NICE);
     pthread_mutex_lock(&T.lock);
     for (;;) {
         exporter_wait();

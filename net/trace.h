@@ -10,9 +10,10 @@
  * off and every call below costs a branch.
  *
  * Spans are begun and ended on one thread (the loop).  Ending a span copies
- * it into a bounded queue; an exporter thread of its own sends batches.
- * When the queue is full the span is dropped and counted: a slow or absent
- * collector never slows the node. */
+ * it into a bounded queue; an exporter thread of its own, at a lower
+ * priority than the rest of the process, sends batches.  When the queue is
+ * full the span is dropped and counted: a slow or absent collector never
+ * slows the node. */
 
 #ifndef NET_TRACE_H
 #define NET_TRACE_H
