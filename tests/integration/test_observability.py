@@ -165,6 +165,12 @@ def check_tree(spans):
     return roots[0]
 
 
+def parents_arrived(spans):
+    """Spans arrive in batches from each node: a child may come first."""
+    ids = {s.span_id for s in spans}
+    return all(s.parent_id is None or s.parent_id in ids for s in spans)
+
+
 def settled(receiver, trace_id, leader, followers):
     """The spans of trace_id once every node's part arrived, else None."""
     spans = receiver.trace(trace_id)
@@ -181,7 +187,7 @@ def settled(receiver, trace_id, leader, followers):
     for name, nodes in need.items():
         if name not in names or not nodes <= names[name]:
             return None
-    return spans
+    return spans if parents_arrived(spans) else None
 
 
 def test_follower_write_is_one_trace_across_nodes(request, receiver):
@@ -235,6 +241,23 @@ def test_follower_write_is_one_trace_across_nodes(request, receiver):
             assert s.resource["team"] == "raft"
         assert all(h.get("x-ikada-test") == "yes" for h in receiver.headers)
         assert all(s.status == 0 for s in spans), spans
+
+        # Overwriting: open(O_TRUNC) truncates, then the write; one trace.
+        seen = {s.trace_id for s in receiver.snapshot()}
+        assert c.sh(f, "echo y > traced").ok
+
+        def overwrite(spans):
+            new = [s for s in spans if s.trace_id not in seen and
+                   s.node == str(f) and s.name == "fs.open"]
+            if not new:
+                return None
+            spans = receiver.trace(new[0].trace_id)
+            names = {s.name for s in spans}
+            return new[0] if {"fs.setattr", "fs.write", "raft.propose",
+                              "raft.follower_append"} <= names and \
+                parents_arrived(spans) else None
+        root = receiver.wait(overwrite, what="the overwrite's trace")
+        check_tree(receiver.trace(root.trace_id))
     finally:
         c.close()
 
@@ -260,7 +283,8 @@ def test_client_command_joins_the_nodes_trace(request, receiver):
             spans = receiver.trace(root.trace_id)
             names = {s.name for s in spans}
             return spans if {"ikada.request", "raft.propose",
-                             "raft.follower_append"} <= names else None
+                             "raft.follower_append"} <= names and \
+                parents_arrived(spans) else None
         spans = receiver.wait(full, what="the nodes' spans of the set")
         assert check_tree(spans) is root
         request_span = [s for s in spans if s.name == "ikada.request"][0]
