@@ -916,7 +916,10 @@ int node_propose_traced(struct node *n,
     if (w == NULL) {
         return -ENOMEM;
     }
-    if (waiter_trace(w, parent) != 0) {
+    /* On the leader the entry's own spans cover the whole wait; a span of
+     * the waiter would only repeat "raft.propose". */
+    bool local = n->leader == n->cfg.id;
+    if (!local && waiter_trace(w, parent) != 0) {
         free(w);
         return -ENOMEM;
     }
@@ -930,23 +933,16 @@ int node_propose_traced(struct node *n,
     w->cmd_len = len;
     w->propose_cb = cb;
     w->arg = arg;
-    if (n->leader == n->cfg.id) {
+    if (local) {
         /* Fail at once rather than calling back before returning. */
         int rv = raft_propose(n->raft, RAFT_ENTRY_COMMAND, cmd, len, &w->index,
                               &w->term);
         if (rv != 0) {
-            if (w->span != NULL) {
-                ikd_span_set_error(w->span, ikd_strerror(rv));
-                ikd_span_end(w->span);
-            }
-            free(w->span);
             free(w->cmd);
             free(w);
             return rv;
         }
-        if (w->span != NULL) {
-            node_trace_proposed(n->trace, w->index, &w->span->ctx, now_ms(n));
-        }
+        node_trace_proposed(n->trace, w->index, parent, now_ms(n));
         free(w->cmd);
         w->cmd = NULL;
         w->stage = W_APPLY;
