@@ -25,7 +25,8 @@ struct nt_entry
     struct ikd_span append;      /* durable here */
     struct ikd_span commit;      /* leader only */
     struct ikd_span apply;
-    /* Leader only: replicate[k] is peers[k]'s, begun when peers[k] != 0. */
+    /* Leader only: replicate[k] is peers[k]'s, begun when peers[k] != 0;
+     * the peers in use come first. */
     raft_id_t peers[IKD_MAX_NODES];
     struct ikd_span replicate[IKD_MAX_NODES];
 };
@@ -68,7 +69,7 @@ static bool entry_open(const struct nt_entry *e)
 {
     bool open = e->propose.recording || e->append.recording ||
                 e->commit.recording || e->apply.recording;
-    for (size_t k = 0; k < IKD_MAX_NODES && !open; k++) {
+    for (size_t k = 0; k < IKD_MAX_NODES && e->peers[k] != 0 && !open; k++) {
         open = e->replicate[k].recording;
     }
     return open;
@@ -89,7 +90,7 @@ static void entry_close(struct node_trace *t,
                         struct nt_entry *e,
                         const char *error)
 {
-    for (size_t k = 0; k < IKD_MAX_NODES; k++) {
+    for (size_t k = 0; k < IKD_MAX_NODES && e->peers[k] != 0; k++) {
         end_if_open(&e->replicate[k], error);
     }
     end_if_open(&e->append, error);
@@ -121,7 +122,16 @@ static struct nt_entry *entry_claim(struct node_trace *t,
     if (e->index != 0) {
         entry_close(t, e, "abandoned");
     }
-    memset(e, 0, sizeof(*e));
+    /* Field by field: the spans are most of an entry, and a span that
+     * does not record is never read further. */
+    e->leader = false;
+    e->apply_started = false;
+    memset(&e->remote, 0, sizeof(e->remote));
+    e->propose.recording = false;
+    e->append.recording = false;
+    e->commit.recording = false;
+    e->apply.recording = false;
+    memset(e->peers, 0, sizeof(e->peers));
     e->index = index;
     e->since_ms = now_ms;
     slot_set(t, e, true);
