@@ -437,7 +437,9 @@ static void span_json(struct jbuf *b, const struct ikd_span *s)
     jb_u64(b, s->start_ns, true);
     jb_puts(b, ",\"endTimeUnixNano\":");
     jb_u64(b, s->end_ns, true);
-    jb_puts(b, ",\"attributes\":[");
+    if (s->n_attrs > 0) {
+        jb_puts(b, ",\"attributes\":[");
+    }
     for (unsigned i = 0; i < s->n_attrs; i++) {
         const struct ikd_span_attr *a = &s->attrs[i];
         if (i > 0) {
@@ -449,8 +451,11 @@ static void span_json(struct jbuf *b, const struct ikd_span *s)
             jb_attr_str(b, a->key, a->str_value);
         }
     }
-    jb_puts(b, s->error ? "],\"status\":{\"code\":2}}"
-                        : "],\"status\":{\"code\":0}}");
+    if (s->n_attrs > 0) {
+        jb_put(b, "]", 1);
+    }
+    /* Without a status the span's is unset, which means it went well. */
+    jb_puts(b, s->error ? ",\"status\":{\"code\":2}}" : "}");
 }
 
 /* One ExportTraceServiceRequest in OTLP/JSON; NULL when out of memory. */
