@@ -32,6 +32,7 @@
 
 #include "../kv/cmd.h"
 #include "../kv/reader.h"
+#include "../net/trace.h"
 #include "../raft/ikd.h"
 
 #define FS_NS_PER_S 1000000000LL
@@ -73,10 +74,29 @@ _Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
  * renames another file over it, as POSIX asks. */
 struct fs_handle
 {
-    bool append;   /* opened with O_APPEND */
-    bool snapshot; /* read-only: reads are served from data */
+    bool append;    /* opened with O_APPEND */
+    bool snapshot;  /* read-only: reads are served from data */
+    uint64_t trace; /* its trace: FS_FH_* bits, as fi->fh held at open */
     size_t len;
     uint8_t data[];
+};
+
+/* The trace of an open regular file, in fi->fh from its open until the
+ * reply, then in its handle: whether the sampler turned it down, and
+ * above FS_FH_TRACE_SHIFT 1 + its slot in fs->handles, or 0. */
+#define FS_FH_UNSAMPLED 2u
+#define FS_FH_TRACE_SHIFT 8
+
+/* Open files traced at once.  A file opened for writing gets a span from
+ * open to release, the root of its trace: `echo x > f` (create, write,
+ * flush, release) is then one trace.  Past this many, or when the sampler
+ * says no, each change is a trace of its own or none. */
+#define FS_TRACE_HANDLES 64
+
+struct fs_handle_trace
+{
+    bool used;
+    struct ikd_span span;
 };
 
 /* The mount's commands run in a session of the state machine (kv/cmd.h),
@@ -109,6 +129,8 @@ struct fs
     uint64_t session_base;  /* random; the low FS_LANE_BITS are the lane */
     struct fs_lane lanes[FS_MAX_LANES];
     bool local_reads; /* serve reads from this node's state, maybe stale */
+    /* FS_TRACE_HANDLES slots when the tracer is on, else NULL. */
+    struct fs_handle_trace *handles;
     bool unmounting;
     void (*unmount_cb)(void *arg);
     void *unmount_arg;
@@ -144,7 +166,10 @@ struct fs_req
     uint64_t offset;
     size_t size;
     struct fuse_file_info fi;
-    uint32_t lane; /* 1 + the lane of its command, 0 for none */
+    uint32_t lane;               /* 1 + the lane of its command, 0 for none */
+    struct ikd_trace_ctx parent; /* of its span; all zero for a root */
+    bool untraced;         /* made through a file whose trace was not sampled */
+    struct ikd_span *span; /* a sampled change's span, else NULL */
     size_t name_len;
     char name[]; /* NUL-terminated, for lookups */
 };
@@ -277,6 +302,117 @@ static void fs_reply_attr(struct fs *f, fuse_req_t req, const struct kv_attr *a)
     fuse_reply_attr(req, &st, 0);
 }
 
+/* Traces. */
+
+static const char *fs_op_span_name(uint8_t op)
+{
+    static const char *const names[KV_OP_END] = {
+        [KV_OP_CREATE] = "fs.create", [KV_OP_MKDIR] = "fs.mkdir",
+        [KV_OP_UNLINK] = "fs.unlink", [KV_OP_RMDIR] = "fs.rmdir",
+        [KV_OP_RENAME] = "fs.rename", [KV_OP_WRITE] = "fs.write",
+        [KV_OP_APPEND] = "fs.append", [KV_OP_SETATTR] = "fs.setattr",
+    };
+    return op < KV_OP_END && names[op] != NULL ? names[op] : "fs.change";
+}
+
+/* Begin the span of r's change, under r->parent when that is set. */
+static void fs_req_trace(struct fs_req *r, uint8_t op)
+{
+    struct ikd_span s;
+
+    if (!ikd_tracer_enabled() || r->untraced) {
+        return;
+    }
+    ikd_span_begin(&s, fs_op_span_name(op), IKD_SPAN_SERVER, &r->parent);
+    if (!s.recording) {
+        return;
+    }
+    if (r->ino != 0) {
+        ikd_span_set_int(&s, "fs.ino", (int64_t)r->ino);
+    }
+    r->span = malloc(sizeof(*r->span));
+    if (r->span != NULL) {
+        *r->span = s;
+    }
+}
+
+static void fs_req_end_span(struct fs_req *r, int rv)
+{
+    if (r->span == NULL) {
+        return;
+    }
+    if (rv != 0) {
+        ikd_span_set_error(r->span, strerror(fs_errno(rv)));
+    }
+    ikd_span_end(r->span);
+    free(r->span);
+    r->span = NULL;
+}
+
+/* An open file's trace: begun at open for writing, ended at release.
+ * The file is named by name when it is being created, else by ino. */
+static void fs_handle_trace_begin(struct fs *f,
+                                  struct fuse_file_info *fi,
+                                  uint64_t ino,
+                                  const char *name)
+{
+    struct fs_handle_trace *h = NULL;
+
+    if (f->handles == NULL || (fi->flags & O_ACCMODE) == O_RDONLY) {
+        return;
+    }
+    for (size_t i = 0; i < FS_TRACE_HANDLES && h == NULL; i++) {
+        if (!f->handles[i].used) {
+            h = &f->handles[i];
+            ikd_span_begin(&h->span, "fs.open", IKD_SPAN_SERVER, NULL);
+            if (h->span.recording) {
+                h->used = true;
+                fi->fh |= (uint64_t)(i + 1) << FS_FH_TRACE_SHIFT;
+                if (name != NULL) {
+                    ikd_span_set_str(&h->span, "fs.name", name);
+                } else {
+                    ikd_span_set_int(&h->span, "fs.ino", (int64_t)ino);
+                }
+                ikd_span_set_int(&h->span, "fs.flags", fi->flags);
+            } else {
+                fi->fh |= FS_FH_UNSAMPLED;
+            }
+        }
+    }
+}
+
+static struct fs_handle_trace *fs_handle_trace(struct fs *f, uint64_t fh)
+{
+    uint64_t slot = fh >> FS_FH_TRACE_SHIFT;
+
+    if (f->handles == NULL || slot == 0 || slot > FS_TRACE_HANDLES ||
+        !f->handles[slot - 1].used) {
+        return NULL;
+    }
+    return &f->handles[slot - 1];
+}
+
+/* The parent of r, a change made through the open file fh. */
+static void fs_handle_parent(struct fs *f, uint64_t fh, struct fs_req *r)
+{
+    struct fs_handle_trace *h = fs_handle_trace(f, fh);
+
+    if (h != NULL) {
+        r->parent = h->span.ctx;
+    }
+    r->untraced = (fh & FS_FH_UNSAMPLED) != 0;
+}
+
+static void fs_handle_trace_end(struct fs *f, uint64_t fh)
+{
+    struct fs_handle_trace *h = fs_handle_trace(f, fh);
+
+    if (h != NULL) {
+        ikd_span_end(&h->span);
+        h->used = false;
+    }
+}
+
 /* Pending requests. */
 
 static struct fs_req *fs_req_new(struct fs *f,
@@ -327,6 +463,7 @@ static void fs_req_unlink(struct fs_req *r)
 
 static void fs_req_free(struct fs_req *r)
 {
+    fs_req_end_span(r, 0);
     if (r->fs != NULL && r->lane != 0) {
         r->fs->lanes[r->lane - 1].busy = false;
     }
@@ -339,6 +476,12 @@ static void fs_req_free(struct fs_req *r)
 /* Answer r with an error and free it. */
 static void fs_req_fail(struct fs_req *r, int rv)
 {
+    fs_req_end_span(r, rv);
+    if (r->fs != NULL &&
+        (r->kind == FS_DONE_CREATE || r->kind == FS_DONE_OPEN)) {
+        /* No release follows a failed open. */
+        fs_handle_trace_end(r->fs, r->fi.fh);
+    }
     fs_reply_rv(r->req, rv);
     fs_req_free(r);
 }
@@ -375,7 +518,10 @@ static void fs_submit(struct fs_req *r, struct kv_cmd *c)
         return;
     }
 
-    rv = node_propose(f->node, buf, len, fs_propose_cb, r);
+    fs_req_trace(r, c->op);
+    rv = node_propose_traced(f->node, buf, len,
+                             r->span != NULL ? &r->span->ctx : NULL,
+                             fs_propose_cb, r);
     free(buf);
     if (rv != 0) {
         IKD_DEBUG("fs", "propose op=%u failed rv=%d -> reply error",
@@ -414,6 +560,7 @@ static bool fs_handle_attach(struct fuse_file_info *fi,
     }
     h->append = (fi->flags & O_APPEND) != 0;
     h->snapshot = (fi->flags & O_ACCMODE) == O_RDONLY;
+    h->trace = fi->fh;
     h->len = len;
     if (len > 0) {
         memcpy(h->data, data, len);
@@ -438,12 +585,14 @@ static void fs_reply_opened(fuse_req_t req,
     int rv;
 
     if (!fs_handle_attach(fi, data, len)) {
+        fs_handle_trace_end(fuse_req_userdata(req), fi->fh);
         fuse_reply_err(req, ENOMEM);
         return;
     }
     rv = e != NULL ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
     if (rv != 0) {
         /* The open was interrupted: no release will come. */
+        fs_handle_trace_end(fuse_req_userdata(req), fs_handle_of(fi)->trace);
         free(fs_handle_of(fi));
     }
 }
@@ -457,6 +606,9 @@ static void fs_done_attr(struct fs_req *r, uint64_t ino)
     int rv = kv_reader_getattr(node_reader(f->node), ino, &a);
 
     if (rv != 0) {
+        if (r->kind == FS_DONE_CREATE) {
+            fs_handle_trace_end(f, r->fi.fh);
+        }
         fs_reply_rv(r->req, rv);
         return;
     }
@@ -481,6 +633,7 @@ static void fs_propose_cb(void *arg, int status, uint64_t value)
 
     if (r->fs == NULL) {
         /* fs_unmount() already answered; the file system may be gone. */
+        fs_req_end_span(r, IKD_ESHUTDOWN);
         free(r);
         return;
     }
@@ -1152,7 +1305,6 @@ static void fs_op_setattr(fuse_req_t req,
     struct fs_req *r;
     int e;
 
-    (void)fi;
     if (fs_is_meta(ino)) {
         fuse_reply_err(req, EROFS);
         return;
@@ -1168,6 +1320,10 @@ static void fs_op_setattr(fuse_req_t req,
         return;
     }
     r->ino = ino;
+    if (fi != NULL && fi->fh != 0 && !fs_is_meta(ino)) {
+        /* ftruncate or fchmod through an open file (folders have none) */
+        fs_handle_parent(f, fs_handle_of(fi)->trace, r);
+    }
     if (c.valid != 0) {
         fs_submit(r, &c);
     } else {
@@ -1238,6 +1394,10 @@ static void fs_op_open(fuse_req_t req,
         return;
     }
     r->ino = ino;
+    if (trunc) {
+        fs_handle_trace_begin(f, fi, ino, NULL);
+        fs_handle_parent(f, fi->fh, r);
+    }
     r->fi = *fi;
     if (trunc) {
         /* With atomic O_TRUNC the truncation is ours to do; doing it
@@ -1295,6 +1455,8 @@ static void fs_op_create(fuse_req_t req,
     if (r == NULL) {
         return;
     }
+    fs_handle_trace_begin(r->fs, fi, 0, name);
+    fs_handle_parent(r->fs, fi->fh, r);
     r->fi = *fi;
 
     c.path = name;
@@ -1393,6 +1555,8 @@ static void fs_op_write(fuse_req_t req,
         return;
     }
     r->size = size;
+    r->ino = ino;
+    fs_handle_parent(f, fs_handle_of(fi)->trace, r);
     c.op = append ? KV_OP_APPEND : KV_OP_WRITE;
     c.offset = append ? 0 : (uint64_t)off;
     c.data_len = size;
@@ -1413,8 +1577,10 @@ static void fs_op_release(fuse_req_t req,
                           fuse_ino_t ino,
                           struct fuse_file_info *fi)
 {
+    if (!fs_is_meta(ino) && fi->fh != 0) {
+        fs_handle_trace_end(fuse_req_userdata(req), fs_handle_of(fi)->trace);
+    }
     /* Both kinds of handle are one allocation. */
-    (void)ino;
     free((void *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
@@ -1903,6 +2069,9 @@ int fs_mount(uv_loop_t *loop,
         (ssize_t)sizeof(f->session_base)) {
         f->session_base = (uint64_t)fs_now_ns() ^ ((uint64_t)getpid() << 32);
     }
+    if (ikd_tracer_enabled()) {
+        f->handles = calloc(FS_TRACE_HANDLES, sizeof(*f->handles));
+    }
     /* Never session 0 ("none"), whatever the lane. */
     f->session_base =
         (f->session_base & ~(uint64_t)(FS_MAX_LANES - 1)) | FS_MAX_LANES;
@@ -1935,6 +2104,7 @@ err_after_session:
     }
     free(f->mountpoint);
 err_after_alloc:
+    free(f->handles);
     free(f);
     return rv;
 }
@@ -1955,6 +2125,12 @@ static void fs_close_cb(uv_handle_t *h)
     fuse_session_unmount(f->se);
     fuse_session_destroy(f->se);
     IKD_INFO("fs", "unmounted %s", f->mountpoint);
+    for (size_t i = 0; f->handles != NULL && i < FS_TRACE_HANDLES; i++) {
+        if (f->handles[i].used) {
+            ikd_span_end(&f->handles[i].span);
+        }
+    }
+    free(f->handles);
     free(f->buf.mem);
     free(f->mountpoint);
     free(f);

@@ -17,6 +17,7 @@
 #include "../raft/ikd.h"
 #include "bench.h"
 #include "client.h"
+#include "trace.h"
 
 #define DEFAULT_CLUSTER "127.0.0.1:1111,127.0.0.1:1112,127.0.0.1:1113"
 #define DEFAULT_TIMEOUT_MS 5000
@@ -509,6 +510,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "ikada: invalid cluster list '%s'\n", o.cluster);
         return EXIT_USAGE;
     }
+    const char *why;
+    if (ikd_tracer_start("ikada", 0, &why) != 0) {
+        fprintf(stderr, "ikada: tracing: %s\n",
+                why != NULL ? why : "cannot start");
+        ikada_client_close(c);
+        return EXIT_USAGE;
+    }
     if (strcmp(cmd, "set") == 0) {
         rv = cmd_set(c, &o, n_args, args);
     } else if (strcmp(cmd, "get") == 0) {
@@ -533,5 +541,6 @@ int main(int argc, char **argv)
         rv = EXIT_USAGE;
     }
     ikada_client_close(c);
+    ikd_tracer_stop();
     return rv;
 }

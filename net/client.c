@@ -419,11 +419,41 @@ static void next_node(struct ikada_client *c,
         *backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff_ms * 2;
 }
 
+static int call_leader_untraced(struct ikada_client *c,
+                                struct net_client_req *req,
+                                struct reply *r);
+
 /* Send req to the leader, following redirects and retrying until the
- * deadline.  On 0, r holds the reply, whose status the caller reads. */
+ * deadline.  On 0, r holds the reply, whose status the caller reads.
+ * With a tracer, the call is a span whose context goes with every try,
+ * so the nodes' spans join the caller's trace. */
 static int call_leader(struct ikada_client *c,
                        struct net_client_req *req,
                        struct reply *r)
+{
+    struct ikd_span span;
+    int rv;
+
+    if (!ikd_tracer_enabled()) {
+        return call_leader_untraced(c, req, r);
+    }
+    ikd_span_begin(&span, "ikada.client", IKD_SPAN_CLIENT, NULL);
+    ikd_span_set_str(&span, "ikada.op", net_op_name(req->op));
+    if (span.recording) {
+        req->trace = span.ctx;
+    }
+    rv = call_leader_untraced(c, req, r);
+    if (rv != 0 || r->msg.resp.status < 0) {
+        ikd_span_set_error(&span,
+                           ikd_strerror(rv != 0 ? rv : r->msg.resp.status));
+    }
+    ikd_span_end(&span);
+    return rv;
+}
+
+static int call_leader_untraced(struct ikada_client *c,
+                                struct net_client_req *req,
+                                struct reply *r)
 {
     uint64_t deadline = now_ms() + c->timeout_ms;
     unsigned backoff_ms = BACKOFF_MS;

@@ -37,6 +37,18 @@ _Static_assert(IKD_MAX_COMMAND_BYTES <= UINT32_MAX,
  * pointer is never NULL. */
 static const uint8_t empty_bytes[1];
 
+const char *net_op_name(uint8_t op)
+{
+    static const char *const names[] = {
+        [NET_OP_PROPOSE] = "propose",     [NET_OP_GET] = "get",
+        [NET_OP_GET_LOCAL] = "get_local", [NET_OP_LIST] = "list",
+        [NET_OP_STATUS] = "status",       [NET_OP_TRANSFER] = "transfer",
+    };
+    return op < sizeof(names) / sizeof(names[0]) && names[op] != NULL
+               ? names[op]
+               : "other";
+}
+
 /* Encoding. */
 
 static int pack_bytes(msgpack_packer *pk, const void *p, size_t len)
@@ -58,6 +70,20 @@ static int pack_text(msgpack_packer *pk, const char *p, size_t len)
 static int pack_bool(msgpack_packer *pk, bool b)
 {
     return b ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+}
+
+/* A trace context: see NET_TRACE_CTX_BYTES in msg.h. */
+static int pack_trace_ctx(msgpack_packer *pk, const struct ikd_trace_ctx *c)
+{
+    uint8_t b[NET_TRACE_CTX_BYTES];
+
+    _Static_assert(
+        sizeof(c->trace_id) + sizeof(c->span_id) + 1 == NET_TRACE_CTX_BYTES,
+        "trace id, span id and flags");
+    memcpy(b, c->trace_id, sizeof(c->trace_id));
+    memcpy(b + sizeof(c->trace_id), c->span_id, sizeof(c->span_id));
+    b[NET_TRACE_CTX_BYTES - 1] = c->sampled ? 1 : 0;
+    return pack_bytes(pk, b, sizeof(b));
 }
 
 /* Every kind starts with [version, kind, ...] and then n fields. */
@@ -99,8 +125,13 @@ static int pack_entry(msgpack_packer *pk, const struct raft_entry *e)
  *                         hint_term u64, read_seq u64
  *   RAFT_MSG_PREVOTE:     as RAFT_MSG_VOTE
  *   RAFT_MSG_PREVOTE_RESP: as RAFT_MSG_VOTE_RESP
- *   RAFT_MSG_TIMEOUT_NOW: nothing */
-static int pack_raft(msgpack_packer *pk, const struct raft_msg *m)
+ *   RAFT_MSG_TIMEOUT_NOW: nothing
+ * An APPEND may end with one more field, traces [[index u64, trace ctx
+ * bin]...], present only when it holds at least one context. */
+static int pack_raft(msgpack_packer *pk,
+                     const struct raft_msg *m,
+                     const struct net_trace_ref *traces,
+                     size_t n_traces)
 {
     static const size_t body_fields[] = {
         [RAFT_MSG_VOTE] = 3,        [RAFT_MSG_VOTE_RESP] = 1,
@@ -112,7 +143,12 @@ static int pack_raft(msgpack_packer *pk, const struct raft_msg *m)
     int rv;
 
     assert(m->type >= RAFT_MSG_VOTE && m->type <= RAFT_MSG_TIMEOUT_NOW);
-    rv = pack_head(pk, NET_RAFT, 4 + body_fields[m->type]);
+    if (m->type != RAFT_MSG_APPEND) {
+        n_traces = 0;
+    }
+    assert(n_traces <= NET_MAX_TRACE_REFS);
+    rv = pack_head(pk, NET_RAFT,
+                   4 + body_fields[m->type] + (n_traces > 0 ? 1 : 0));
     rv |= msgpack_pack_uint8(pk, (uint8_t)m->type);
     rv |= msgpack_pack_uint32(pk, m->from);
     rv |= msgpack_pack_uint32(pk, m->to);
@@ -141,6 +177,14 @@ static int pack_raft(msgpack_packer *pk, const struct raft_msg *m)
             for (i = 0; i < m->append.n_entries && rv == 0; i++) {
                 rv |= pack_entry(pk, &m->append.entries[i]);
             }
+            if (n_traces > 0) {
+                rv |= msgpack_pack_array(pk, n_traces);
+            }
+            for (i = 0; i < n_traces && rv == 0; i++) {
+                rv |= msgpack_pack_array(pk, 2);
+                rv |= msgpack_pack_uint64(pk, traces[i].index);
+                rv |= pack_trace_ctx(pk, &traces[i].ctx);
+            }
             break;
         case RAFT_MSG_APPEND_RESP:
             rv |= pack_bool(pk, m->append_resp.success);
@@ -153,12 +197,17 @@ static int pack_raft(msgpack_packer *pk, const struct raft_msg *m)
     return rv;
 }
 
-/* NET_FORWARD: [v, 3, req_id u64, cmd bin] */
+/* NET_FORWARD: [v, 3, req_id u64, cmd bin, (trace ctx bin)]
+ * The trace context is there only when the command is traced. */
 static int pack_forward(msgpack_packer *pk, const struct net_forward *f)
 {
-    int rv = pack_head(pk, NET_FORWARD, 2);
+    bool traced = ikd_trace_ctx_valid(&f->trace);
+    int rv = pack_head(pk, NET_FORWARD, traced ? 3 : 2);
     rv |= msgpack_pack_uint64(pk, f->req_id);
     rv |= pack_bytes(pk, f->cmd, f->cmd_len);
+    if (traced) {
+        rv |= pack_trace_ctx(pk, &f->trace);
+    }
     return rv;
 }
 
@@ -193,18 +242,24 @@ static int pack_read_index_resp(msgpack_packer *pk,
     return rv;
 }
 
-/* NET_CLIENT_REQ: [v, 7, req_id u64, op u8, cmd bin, key str]
+/* NET_CLIENT_REQ: [v, 7, req_id u64, op u8, cmd bin, key str,
+ *                  (trace ctx bin)]
  * cmd is empty unless op is NET_OP_PROPOSE; key is empty for
  * NET_OP_PROPOSE and NET_OP_STATUS and at most IKD_MAX_PATH_BYTES
  * (NET_OP_TRANSFER: the target id in decimal, or empty; NET_OP_MEMBER_ADD
- * and _REMOVE: "ID HOST:PORT" and "ID"). */
+ * and _REMOVE: "ID HOST:PORT" and "ID").  The trace context is there only
+ * when the request is traced. */
 static int pack_client_req(msgpack_packer *pk, const struct net_client_req *r)
 {
-    int rv = pack_head(pk, NET_CLIENT_REQ, 4);
+    bool traced = ikd_trace_ctx_valid(&r->trace);
+    int rv = pack_head(pk, NET_CLIENT_REQ, traced ? 5 : 4);
     rv |= msgpack_pack_uint64(pk, r->req_id);
     rv |= msgpack_pack_uint8(pk, r->op);
     rv |= pack_bytes(pk, r->cmd, r->cmd_len);
     rv |= pack_text(pk, r->key, r->key_len);
+    if (traced) {
+        rv |= pack_trace_ctx(pk, &r->trace);
+    }
     return rv;
 }
 
@@ -271,7 +326,7 @@ static int pack_msg(msgpack_packer *pk, const struct net_msg *m)
         case NET_HELLO:
             return pack_hello(pk, &m->hello);
         case NET_RAFT:
-            return pack_raft(pk, &m->raft);
+            return pack_raft(pk, &m->raft, m->traces, m->n_traces);
         case NET_FORWARD:
             return pack_forward(pk, &m->forward);
         case NET_FORWARD_RESP:
@@ -528,6 +583,61 @@ static const char *get_str(struct cursor *c, size_t max, size_t *len)
     return *len > 0 ? o->via.str.ptr : "";
 }
 
+static bool more(const struct cursor *c)
+{
+    return !c->bad && c->i < c->n;
+}
+
+/* A trace context (pack_trace_ctx); one that is not valid is malformed. */
+static void get_trace_ctx(struct cursor *c, struct ikd_trace_ctx *out)
+{
+    size_t len;
+    const uint8_t *b = get_bin(c, NET_TRACE_CTX_BYTES, &len);
+
+    memset(out, 0, sizeof(*out));
+    if (c->bad || len != NET_TRACE_CTX_BYTES) {
+        c->bad = true;
+        return;
+    }
+    memcpy(out->trace_id, b, sizeof(out->trace_id));
+    memcpy(out->span_id, b + sizeof(out->trace_id), sizeof(out->span_id));
+    out->sampled = (b[NET_TRACE_CTX_BYTES - 1] & 1) != 0;
+    if (!ikd_trace_ctx_valid(out)) {
+        c->bad = true;
+    }
+}
+
+/* The optional traces of an APPEND, into a new array in m. */
+static int decode_traces(struct cursor *c, struct net_msg *m)
+{
+    const msgpack_object *o = next(c, MSGPACK_OBJECT_ARRAY);
+    uint32_t i;
+
+    if (o == NULL || o->via.array.size == 0 ||
+        o->via.array.size > NET_MAX_TRACE_REFS) {
+        return IKD_EMALFORMED;
+    }
+    m->traces = calloc(o->via.array.size, sizeof(*m->traces));
+    if (m->traces == NULL) {
+        return IKD_EMALFORMED;
+    }
+    m->n_traces = o->via.array.size;
+    for (i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *item = &o->via.array.ptr[i];
+        struct cursor ic = {NULL, 0, 0, item->type != MSGPACK_OBJECT_ARRAY};
+        if (!ic.bad) {
+            ic.items = item->via.array.ptr;
+            ic.n = item->via.array.size;
+        }
+        m->traces[i].index = get_u64(&ic, UINT64_MAX);
+        get_trace_ctx(&ic, &m->traces[i].ctx);
+        if (ic.bad || ic.i != ic.n) {
+            return IKD_EMALFORMED;
+        }
+    }
+    return 0;
+}
+
 static void decode_hello(struct cursor *c, struct net_hello *h)
 {
     h->node_id = get_u32(c);
@@ -634,6 +744,9 @@ static void decode_client_req(struct cursor *c, struct net_client_req *r)
     r->op = (uint8_t)get_u64(c, NET_OP_MEMBER_REMOVE);
     r->cmd = get_bin(c, IKD_MAX_COMMAND_BYTES, &r->cmd_len);
     r->key = get_str(c, IKD_MAX_PATH_BYTES, &r->key_len);
+    if (more(c)) {
+        get_trace_ctx(c, &r->trace);
+    }
     if (r->op < NET_OP_PROPOSE) {
         c->bad = true;
     }
@@ -698,11 +811,19 @@ static int decode_body(struct cursor *c, struct net_msg *m)
             if (decode_raft(c, &m->raft) != 0) {
                 return IKD_EMALFORMED;
             }
+            if (m->raft.type == RAFT_MSG_APPEND && more(c) &&
+                decode_traces(c, m) != 0) {
+                net_msg_release(m);
+                return IKD_EMALFORMED;
+            }
             break;
         case NET_FORWARD:
             m->forward.req_id = get_u64(c, UINT64_MAX);
             m->forward.cmd =
                 get_bin(c, IKD_MAX_COMMAND_BYTES, &m->forward.cmd_len);
+            if (more(c)) {
+                get_trace_ctx(c, &m->forward.trace);
+            }
             break;
         case NET_FORWARD_RESP:
             m->forward_resp.req_id = get_u64(c, UINT64_MAX);
@@ -788,4 +909,7 @@ void net_msg_release(struct net_msg *m)
         m->raft.append.entries = NULL;
         m->raft.append.n_entries = 0;
     }
+    free(m->traces);
+    m->traces = NULL;
+    m->n_traces = 0;
 }

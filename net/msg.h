@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "../raft/raft.h"
+#include "trace.h"
 
 enum net_kind {
     NET_HELLO = 1,       /* opener introduces itself: node id, 0 for a
@@ -48,6 +49,25 @@ enum net_op {
     NET_OP_MEMBER_REMOVE,
 };
 
+/* A sampled span's W3C trace context on the wire: a bin of
+ * NET_TRACE_CTX_BYTES holding the 16-byte trace id, the 8-byte span id and
+ * one byte of trace flags (bit 0: sampled).  It is only ever sent for
+ * sampled spans, as an optional last field: absent, the message costs not
+ * a byte more. */
+#define NET_TRACE_CTX_BYTES 25
+/* Most entry contexts one AppendEntries carries. */
+#define NET_MAX_TRACE_REFS 16
+
+_Static_assert(NET_MAX_TRACE_REFS <= IKD_MAX_APPEND_ENTRIES,
+               "at most one context per entry");
+
+/* The trace context of the entry at index, in an AppendEntries. */
+struct net_trace_ref
+{
+    raft_index_t index;
+    struct ikd_trace_ctx ctx;
+};
+
 struct net_hello
 {
     raft_id_t node_id;
@@ -59,6 +79,7 @@ struct net_forward
     uint64_t req_id;
     const uint8_t *cmd;
     size_t cmd_len;
+    struct ikd_trace_ctx trace; /* all zero when not traced */
 };
 
 struct net_forward_resp
@@ -89,6 +110,7 @@ struct net_client_req
     size_t cmd_len;
     const char *key;
     size_t key_len;
+    struct ikd_trace_ctx trace; /* all zero when not traced */
 };
 
 struct net_client_resp
@@ -159,7 +181,16 @@ struct net_msg
         struct net_snap_chunk snap_chunk;
         struct net_snap_ack snap_ack;
     };
+    /* NET_RAFT with RAFT_MSG_APPEND only: contexts of traced entries among
+     * those it carries, at most NET_MAX_TRACE_REFS.  Decoded ones are in
+     * an array that net_msg_release() frees. */
+    struct net_trace_ref *traces;
+    size_t n_traces;
 };
+
+/* A client operation's name ("propose", "get"...), "other" for an
+ * unknown one. */
+const char *net_op_name(uint8_t op);
 
 /* Encode m as one whole frame (length prefix included) into a new malloc'd
  * buffer *out of *len bytes.  0, -ENOMEM, or IKD_ELIMIT past

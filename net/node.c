@@ -34,6 +34,7 @@
 #include "../kv/snapshot.h"
 #include "../kv/store.h"
 #include "metrics.h"
+#include "node_trace.h"
 #include "trace.h"
 
 #define NODE_MOD "node"
@@ -94,6 +95,8 @@ struct waiter
     node_propose_cb propose_cb;
     node_read_cb read_cb;
     void *arg;
+    /* A sampled proposal's "node.propose" span, else NULL. */
+    struct ikd_span *span;
 };
 
 /* A read round asked for by a follower, answered when the core is done. */
@@ -114,6 +117,7 @@ struct client_req
     uint8_t op;
     char *key;
     size_t key_len;
+    struct ikd_span *span; /* "ikada.request" when sampled, else NULL */
 };
 
 /* A membership request from a client, answered once the configuration
@@ -230,6 +234,7 @@ struct node
     unsigned open_handles;
 
     struct node_stats stats;
+    struct node_trace *trace; /* NULL when the tracer is off */
 };
 
 static uint64_t now_ms(const struct node *n)
@@ -299,6 +304,13 @@ static void waiter_finish(struct waiter *w, int status, uint64_t value)
     waiter_count(w, status);
     w->prev->next = w->next;
     w->next->prev = w->prev;
+    if (w->span != NULL) {
+        if (status < 0) {
+            ikd_span_set_error(w->span, ikd_strerror(status));
+        }
+        ikd_span_end(w->span);
+        free(w->span);
+    }
     if (w->is_read) {
         w->read_cb(w->arg, status);
     } else {
@@ -637,10 +649,12 @@ static void job_after_cb(uv_work_t *work, int status)
     }
     if (j->persist_index != 0) {
         raft_persisted(n->raft, j->persist_index, j->persist_term);
+        node_trace_persisted(n->trace, j->persist_index);
     }
     if (j->n_apply > 0) {
         n->applied = j->batch.apply_from + j->n_apply - 1;
         raft_applied(n->raft, n->applied);
+        node_trace_applied(n->trace, n->applied);
         job_complete_waiters(n, j);
     }
     if (j->batch.compact_to != 0) {
@@ -717,9 +731,19 @@ static void job_start(struct node *n)
 
 static void send_or_hold(struct node *n, const struct raft_msg *rm)
 {
-    if (rm->type == RAFT_MSG_APPEND || rm->type == RAFT_MSG_TIMEOUT_NOW) {
-        /* Depends only on the leader's durable term: see raft.h.  A
-         * leader whose disk fails can hand leadership over this way. */
+    if (rm->type == RAFT_MSG_APPEND) {
+        /* Depends only on the leader's durable term: see raft.h. */
+        struct net_trace_ref refs[NET_MAX_TRACE_REFS];
+        struct net_msg m = {.kind = NET_RAFT, .raft = *rm, .traces = refs};
+        raft_index_t first = rm->append.prev_index + 1;
+        m.n_traces = node_trace_outgoing(
+            n->trace, rm->to, first, first + rm->append.n_entries - 1, refs);
+        net_send_peer(n->transport, rm->to, &m);
+        return;
+    }
+    if (rm->type == RAFT_MSG_TIMEOUT_NOW) {
+        /* As AppendEntries: a leader whose disk fails hands leadership
+         * over this way. */
         struct net_msg m = {.kind = NET_RAFT, .raft = *rm};
         net_send_peer(n->transport, rm->to, &m);
         return;
@@ -870,6 +894,9 @@ static void process_update(struct node *n, const struct raft_update *u)
         }
     }
     assert(u->commit >= n->commit);
+    if (u->commit > n->commit) {
+        node_trace_committed(n->trace, u->commit);
+    }
     n->commit = u->commit;
     for (size_t i = 0; i < u->n_reads; i++) {
         on_read_ready(n, &u->reads[i]);
@@ -886,6 +913,7 @@ static void process_updates(struct node *n)
         changed = true;
     }
     if (changed) {
+        node_trace_matched(n->trace, n->raft);
         waiters_poke(n);
         job_start(n);
         member_reqs_check(n);
@@ -900,6 +928,9 @@ static void forward_proposal(struct node *n, struct waiter *w)
     m.forward.req_id = w->id;
     m.forward.cmd = w->cmd;
     m.forward.cmd_len = w->cmd_len;
+    if (w->span != NULL) {
+        m.forward.trace = w->span->ctx;
+    }
     if (net_send_peer(n->transport, n->leader, &m) != 0) {
         return; /* not connected: try again at the next poke */
     }
@@ -915,6 +946,9 @@ static void propose_locally(struct node *n, struct waiter *w)
     if (rv != 0) {
         waiter_finish(w, rv, 0);
         return;
+    }
+    if (w->span != NULL) {
+        node_trace_proposed(n->trace, index, &w->span->ctx, now_ms(n));
     }
     free(w->cmd);
     w->cmd = NULL;
@@ -981,11 +1015,37 @@ static struct waiter *waiter_new(struct node *n, bool is_read)
     return w;
 }
 
+/* The span of a proposal made on behalf of parent: only when parent is
+ * sampled, so that an untraced request allocates nothing more. */
+static int waiter_trace(struct waiter *w, const struct ikd_trace_ctx *parent)
+{
+    if (parent == NULL || !parent->sampled || !ikd_tracer_enabled()) {
+        return 0;
+    }
+    w->span = malloc(sizeof(*w->span));
+    if (w->span == NULL) {
+        return -ENOMEM;
+    }
+    ikd_span_begin(w->span, "node.propose", IKD_SPAN_INTERNAL, parent);
+    ikd_span_set_int(w->span, "raft.node", (int64_t)w->node->cfg.id);
+    return 0;
+}
+
 int node_propose(struct node *n,
                  const uint8_t *cmd,
                  size_t len,
                  node_propose_cb cb,
                  void *arg)
+{
+    return node_propose_traced(n, cmd, len, NULL, cb, arg);
+}
+
+int node_propose_traced(struct node *n,
+                        const uint8_t *cmd,
+                        size_t len,
+                        const struct ikd_trace_ctx *parent,
+                        node_propose_cb cb,
+                        void *arg)
 {
     if (n->stopping) {
         return IKD_ESHUTDOWN;
@@ -997,8 +1057,16 @@ int node_propose(struct node *n,
     if (w == NULL) {
         return -ENOMEM;
     }
+    /* On the leader the entry's own spans cover the whole wait; a span of
+     * the waiter would only repeat "raft.propose". */
+    bool local = n->leader == n->cfg.id;
+    if (!local && waiter_trace(w, parent) != 0) {
+        free(w);
+        return -ENOMEM;
+    }
     w->cmd = malloc(len > 0 ? len : 1);
     if (w->cmd == NULL) {
+        free(w->span);
         free(w);
         return -ENOMEM;
     }
@@ -1006,7 +1074,7 @@ int node_propose(struct node *n,
     w->cmd_len = len;
     w->propose_cb = cb;
     w->arg = arg;
-    if (n->leader == n->cfg.id) {
+    if (local) {
         /* Fail at once rather than calling back before returning. */
         int rv = raft_propose(n->raft, RAFT_ENTRY_COMMAND, cmd, len, &w->index,
                               &w->term);
@@ -1015,6 +1083,7 @@ int node_propose(struct node *n,
             free(w);
             return rv;
         }
+        node_trace_proposed(n->trace, w->index, parent, now_ms(n));
         free(w->cmd);
         w->cmd = NULL;
         w->stage = W_APPLY;
@@ -1083,6 +1152,7 @@ static void tick_cb(uv_timer_t *t)
     senders_tick(n);
     recv_tick(n);
     waiters_expire(n);
+    node_trace_expire(n->trace, now_ms(n), 2ull * n->cfg.request_timeout_ms);
     waiters_poke(n);
     process_updates(n);
     member_reqs_check(n);
@@ -1103,6 +1173,10 @@ static void on_forward(struct node *n,
         m.forward_resp.status =
             raft_propose(n->raft, RAFT_ENTRY_COMMAND, f->cmd, f->cmd_len,
                          &m.forward_resp.index, &m.forward_resp.term);
+    }
+    if (m.forward_resp.status == 0) {
+        node_trace_proposed(n->trace, m.forward_resp.index, &f->trace,
+                            now_ms(n));
     }
     net_send_conn(n->transport, conn_id, &m);
     process_updates(n);
@@ -1202,13 +1276,43 @@ static void client_reply_status(struct node *n,
 
 static void client_req_free(struct client_req *c)
 {
+    if (c->span != NULL) {
+        ikd_span_end(c->span);
+        free(c->span);
+    }
     free(c->key);
     free(c);
+}
+
+/* The request's span, child of the client's when it sent one; kept only
+ * when sampled. */
+static void client_req_trace(struct node *n,
+                             struct client_req *c,
+                             const struct net_client_req *r)
+{
+    struct ikd_span s;
+
+    if (!ikd_tracer_enabled()) {
+        return;
+    }
+    ikd_span_begin(&s, "ikada.request", IKD_SPAN_SERVER, &r->trace);
+    if (!s.recording) {
+        return;
+    }
+    ikd_span_set_str(&s, "ikada.op", net_op_name(r->op));
+    ikd_span_set_int(&s, "raft.node", (int64_t)n->cfg.id);
+    c->span = malloc(sizeof(*c->span));
+    if (c->span != NULL) {
+        *c->span = s;
+    }
 }
 
 static void client_propose_cb(void *arg, int status, uint64_t value)
 {
     struct client_req *c = arg;
+    if (status < 0 && c->span != NULL) {
+        ikd_span_set_error(c->span, ikd_strerror(status));
+    }
     if (status != IKD_ESHUTDOWN) {
         client_reply_status(c->node, c->conn_id, c->req_id, status, value);
     }
@@ -1330,7 +1434,9 @@ static int client_start(struct node *n,
         if (rv != 0) {
             return rv;
         }
-        rv = node_propose(n, cmd, len, client_propose_cb, c);
+        rv = node_propose_traced(n, cmd, len,
+                                 c->span != NULL ? &c->span->ctx : NULL,
+                                 client_propose_cb, c);
         free(cmd);
         return rv;
     }
@@ -1633,6 +1739,7 @@ static void on_client_req(struct node *n,
     c->conn_id = conn_id;
     c->req_id = r->req_id;
     c->op = r->op;
+    client_req_trace(n, c, r);
     int rv = client_start(n, c, r);
     if (rv != 0) {
         client_reply_status(n, conn_id, r->req_id, rv, 0);
@@ -2442,6 +2549,9 @@ static void on_raft_msg(struct node *n,
         return;
     }
     int rv = raft_step(n->raft, m);
+    if (m->type == RAFT_MSG_APPEND_RESP) {
+        node_trace_matched(n->trace, n->raft);
+    }
     if (rv != 0) {
         IKD_DEBUG(NODE_MOD, "raft message from %u refused: %s", from,
                   ikd_strerror(rv));
@@ -2461,6 +2571,10 @@ static void transport_msg_cb(void *ctx,
     bool from_peer = from != 0;
     switch (m->kind) {
         case NET_RAFT:
+            if (m->n_traces > 0 && from_peer) {
+                node_trace_received(n->trace, m->traces, m->n_traces,
+                                    now_ms(n));
+            }
             on_raft_msg(n, from, &m->raft);
             break;
         case NET_FORWARD:
@@ -2662,6 +2776,7 @@ static int node_init(struct node *n,
     }
     n->cfg.data_dir = n->data_dir;
     n->waiters.next = n->waiters.prev = &n->waiters;
+    n->trace = node_trace_new();
     /* A joining server has no list to compare. */
     n->cluster_hash = cfg->join ? 0 : cluster_hash(cfg);
     for (size_t i = 0; i < cfg->n_peers; i++) {
@@ -2684,6 +2799,7 @@ static int node_init(struct node *n,
 
 static void node_free(struct node *n)
 {
+    node_trace_free(n->trace);
     if (n->reader != NULL) {
         kv_reader_close(n->reader);
     }

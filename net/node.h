@@ -13,6 +13,7 @@
 #include "../kv/reader.h"
 #include "../raft/raft.h"
 #include "metrics.h"
+#include "trace.h"
 #include "transport.h"
 
 struct node_config
@@ -69,6 +70,16 @@ int node_propose(struct node *n,
                  size_t len,
                  node_propose_cb cb,
                  void *arg);
+
+/* The same, on behalf of a traced operation: when parent is a sampled
+ * context, the proposal's spans, here, on the leader and on followers,
+ * join its trace.  parent may be NULL. */
+int node_propose_traced(struct node *n,
+                        const uint8_t *cmd,
+                        size_t len,
+                        const struct ikd_trace_ctx *parent,
+                        node_propose_cb cb,
+                        void *arg);
 
 /* cb(arg, 0) once this node's state reflects every write that completed
  * before the call (a linearizable read point, Raft 6.4), or a negative code

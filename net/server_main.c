@@ -72,7 +72,12 @@ static const char usage_text[] =
     "\n"
     "IKADA_LOG sets the log level: error, warn, info (default), debug,\n"
     "trace, for all modules and per module (raft, node, net, fs, server):\n"
-    "IKADA_LOG=info,raft=debug.  SIGTERM or SIGINT stops the node cleanly.\n";
+    "IKADA_LOG=info,raft=debug.  SIGTERM or SIGINT stops the node cleanly.\n"
+    "\n"
+    "With OTEL_EXPORTER_OTLP_ENDPOINT set, spans go to that collector over\n"
+    "OTLP/HTTP; OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,\n"
+    "OTEL_TRACES_SAMPLER(_ARG), OTEL_EXPORTER_OTLP_HEADERS and\n"
+    "OTEL_SDK_DISABLED are honoured.\n";
 
 struct server
 {
@@ -511,6 +516,9 @@ static int start_server(struct server *s)
         return rv;
     }
     log_start(s);
+    if (ikd_tracer_enabled()) {
+        IKD_INFO("server", "tracing on -> spans to %s", ikd_tracer_url());
+    }
     uv_signal_init(s->loop, &s->sigterm);
     uv_signal_init(s->loop, &s->sigint);
     s->sigterm.data = s->sigint.data = s;
@@ -568,6 +576,10 @@ int main(int argc, char **argv)
     check_data_dir(&s.cfg);
     ikd_log_node_id = s.cfg.id;
     signal(SIGPIPE, SIG_IGN);
+    const char *why;
+    if (ikd_tracer_start("ikada-server", s.cfg.id, &why) != 0) {
+        die_usage("tracing: %s", why != NULL ? why : "cannot start");
+    }
 
     s.loop = uv_default_loop();
     int rv = start_server(&s);
@@ -580,6 +592,7 @@ int main(int argc, char **argv)
         die_usage("cannot start: %s", ikd_strerror(rv));
     }
     uv_run(s.loop, UV_RUN_DEFAULT);
+    ikd_tracer_stop();
     int close_rv = uv_loop_close(s.loop);
     if (close_rv != 0) {
         IKD_WARN("server", "loop closed with handles open: %s",

@@ -6,15 +6,18 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
-#include <jansson.h>
 
 /* Defaults of the batch span processor variables (OpenTelemetry SDK
  * configuration), and the bound on the final flush at stop. */
@@ -23,6 +26,8 @@
 #define DEFAULT_BATCH 512
 #define DEFAULT_TIMEOUT_MS 10000
 #define STOP_FLUSH_MS 1000
+/* The exporter thread's nice value, above the process's. */
+#define EXPORTER_NICE 10
 #define URL_BYTES 1024
 #define RESOURCE_ATTRS 16
 
@@ -50,10 +55,14 @@ static struct tracer
     uint64_t rng;
     pthread_t thread;
 
+    /* Ended spans go into queue; the exporter swaps it with spare, under
+     * the lock and without copying, then sends spare's spans in batches
+     * with the lock released, so the loop never waits for a copy. */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    struct ikd_span *queue; /* ring of cap spans */
-    size_t cap, head, len;
+    struct ikd_span *queue; /* len of cap spans */
+    struct ikd_span *spare; /* cap spans; the exporter's */
+    size_t cap, len;
     bool stopping;
     struct ikd_trace_stats stats;
 } T = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
@@ -188,29 +197,49 @@ bool ikd_tracer_enabled(void)
     return T.on;
 }
 
+const char *ikd_tracer_url(void)
+{
+    return T.on ? T.url : "";
+}
+
 void ikd_span_begin(struct ikd_span *s,
                     const char *name,
                     enum ikd_span_kind kind,
                     const struct ikd_trace_ctx *parent)
 {
-    memset(s, 0, sizeof(*s));
+    uint8_t trace_id[sizeof(s->ctx.trace_id)];
+    bool child = ikd_trace_ctx_valid(parent);
+
+    /* The sampling decision comes before the rest of the span is touched:
+     * an unsampled span is only its context. */
+    s->recording = false;
+    s->has_parent = false;
+    memset(&s->ctx, 0, sizeof(s->ctx));
     if (!T.on) {
         return;
     }
-    if (ikd_trace_ctx_valid(parent)) {
-        memcpy(s->ctx.trace_id, parent->trace_id, sizeof(s->ctx.trace_id));
+    if (child) {
+        memcpy(trace_id, parent->trace_id, sizeof(trace_id));
+    } else {
+        fill_random(trace_id, sizeof(trace_id));
+    }
+    if (!(child && T.parent_based ? parent->sampled : sample_root(trace_id))) {
+        /* Still a context, so that children follow the decision. */
+        memcpy(s->ctx.trace_id, trace_id, sizeof(trace_id));
+        fill_random(s->ctx.span_id, sizeof(s->ctx.span_id));
+        return;
+    }
+    memset(s, 0, offsetof(struct ikd_span, attrs));
+    memcpy(s->ctx.trace_id, trace_id, sizeof(trace_id));
+    s->ctx.sampled = true;
+    if (child) {
         memcpy(s->parent_span_id, parent->span_id, sizeof(s->parent_span_id));
         s->has_parent = true;
-        s->ctx.sampled =
-            T.parent_based ? parent->sampled : sample_root(parent->trace_id);
-    } else {
-        fill_random(s->ctx.trace_id, sizeof(s->ctx.trace_id));
-        s->ctx.sampled = sample_root(s->ctx.trace_id);
     }
     fill_random(s->ctx.span_id, sizeof(s->ctx.span_id));
-    s->recording = s->ctx.sampled;
+    s->recording = true;
     s->kind = kind;
-    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->name = name;
     s->start_ns = unix_ns();
 }
 
@@ -222,7 +251,7 @@ static struct ikd_span_attr *attr_slot(struct ikd_span *s, const char *key)
         return NULL;
     }
     a = &s->attrs[s->n_attrs++];
-    snprintf(a->key, sizeof(a->key), "%s", key);
+    a->key = key;
     return a;
 }
 
@@ -261,9 +290,12 @@ void ikd_span_end(struct ikd_span *s)
     if (T.len == T.cap || T.stopping) {
         T.stats.dropped++;
     } else {
-        T.queue[(T.head + T.len) % T.cap] = *s;
-        T.len++;
-        if (T.len >= T.batch) {
+        /* The attributes in use only: most of a span is free slots. */
+        memcpy(&T.queue[T.len++], s,
+               offsetof(struct ikd_span, attrs) +
+                   s->n_attrs * sizeof(s->attrs[0]));
+        /* Once: the exporter looks again before it sleeps. */
+        if (T.len == T.batch) {
             pthread_cond_signal(&T.wake);
         }
     }
@@ -279,71 +311,180 @@ void ikd_tracer_stats(struct ikd_trace_stats *out)
 
 /* ---- OTLP/JSON (exporter thread) ---- */
 
-static json_t *json_u64_string(uint64_t v)
+/* The batch is written straight into one growing buffer: building a tree
+ * of JSON values per span cost several times more. */
+struct jbuf
+{
+    char *p;
+    size_t len;
+    size_t cap;
+    bool failed; /* out of memory: the batch is dropped */
+};
+
+static void jb_put(struct jbuf *b, const char *s, size_t n)
+{
+    if (b->failed) {
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = (b->cap + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->failed = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void jb_puts(struct jbuf *b, const char *s)
+{
+    jb_put(b, s, strlen(s));
+}
+
+/* s as a quoted JSON string; runs that need no escape go in one piece. */
+static void jb_string(struct jbuf *b, const char *s)
+{
+    jb_put(b, "\"", 1);
+    while (*s != '\0') {
+        size_t run = 0;
+        while (s[run] != '\0' && s[run] != '"' && s[run] != '\\' &&
+               (unsigned char)s[run] >= 0x20) {
+            run++;
+        }
+        jb_put(b, s, run);
+        s += run;
+        if (*s != '\0') {
+            char esc[8];
+            unsigned char c = (unsigned char)*s++;
+            if (c == '"' || c == '\\') {
+                esc[0] = '\\';
+                esc[1] = (char)c;
+                jb_put(b, esc, 2);
+            } else {
+                snprintf(esc, sizeof(esc), "\\u%04x", c);
+                jb_put(b, esc, 6);
+            }
+        }
+    }
+    jb_put(b, "\"", 1);
+}
+
+/* v in decimal, quoted or not, written by hand: snprintf was the largest
+ * part of the cost of a span. */
+static void jb_u64(struct jbuf *b, uint64_t v, bool quoted)
 {
     char buf[24];
-    snprintf(buf, sizeof(buf), "%" PRIu64, v);
-    return json_string(buf);
+    size_t i = sizeof(buf);
+
+    if (quoted) {
+        buf[--i] = '"';
+    }
+    do {
+        buf[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    if (quoted) {
+        buf[--i] = '"';
+    }
+    jb_put(b, buf + i, sizeof(buf) - i);
 }
 
-static json_t *attr_json(const char *key, json_t *value)
+static void jb_attr_str(struct jbuf *b, const char *key, const char *value)
 {
-    return json_pack("{s:s, s:o}", "key", key, "value", value);
+    jb_puts(b, "{\"key\":");
+    jb_string(b, key);
+    jb_puts(b, ",\"value\":{\"stringValue\":");
+    jb_string(b, value);
+    jb_puts(b, "}}");
 }
 
-static json_t *span_json(const struct ikd_span *s)
+static void jb_attr_int(struct jbuf *b, const char *key, int64_t value)
 {
-    char tid[33], sid[17], pid[17];
-    json_t *attrs = json_array();
-    json_t *span;
+    jb_puts(b, "{\"key\":");
+    jb_string(b, key);
+    /* OTLP/JSON carries 64-bit integers as decimal strings. */
+    jb_puts(b, value < 0 ? ",\"value\":{\"intValue\":\"-"
+                         : ",\"value\":{\"intValue\":\"");
+    jb_u64(b, value < 0 ? 0 - (uint64_t)value : (uint64_t)value, false);
+    jb_puts(b, "\"}}");
+}
 
-    hex(s->ctx.trace_id, sizeof(s->ctx.trace_id), tid);
-    hex(s->ctx.span_id, sizeof(s->ctx.span_id), sid);
-    hex(s->parent_span_id, sizeof(s->parent_span_id), pid);
+static void span_json(struct jbuf *b, const struct ikd_span *s)
+{
+    char id[33];
+
+    hex(s->ctx.trace_id, sizeof(s->ctx.trace_id), id);
+    jb_puts(b, "{\"traceId\":\"");
+    jb_puts(b, id);
+    hex(s->ctx.span_id, sizeof(s->ctx.span_id), id);
+    jb_puts(b, "\",\"spanId\":\"");
+    jb_puts(b, id);
+    if (s->has_parent) {
+        hex(s->parent_span_id, sizeof(s->parent_span_id), id);
+        jb_puts(b, "\",\"parentSpanId\":\"");
+        jb_puts(b, id);
+    }
+    jb_puts(b, "\",\"name\":");
+    jb_string(b, s->name);
+    jb_puts(b, ",\"kind\":");
+    jb_u64(b, (uint64_t)s->kind, false);
+    jb_puts(b, ",\"startTimeUnixNano\":");
+    jb_u64(b, s->start_ns, true);
+    jb_puts(b, ",\"endTimeUnixNano\":");
+    jb_u64(b, s->end_ns, true);
+    if (s->n_attrs > 0) {
+        jb_puts(b, ",\"attributes\":[");
+    }
     for (unsigned i = 0; i < s->n_attrs; i++) {
         const struct ikd_span_attr *a = &s->attrs[i];
-        json_t *v = a->is_int
-                        ? json_pack("{s:o}", "intValue",
-                                    json_u64_string((uint64_t)a->int_value))
-                        : json_pack("{s:s}", "stringValue", a->str_value);
-        json_array_append_new(attrs, attr_json(a->key, v));
+        if (i > 0) {
+            jb_put(b, ",", 1);
+        }
+        if (a->is_int) {
+            jb_attr_int(b, a->key, a->int_value);
+        } else {
+            jb_attr_str(b, a->key, a->str_value);
+        }
     }
-    span = json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:{s:i}}", "traceId",
-                     tid, "spanId", sid, "name", s->name, "kind", (int)s->kind,
-                     "startTimeUnixNano", json_u64_string(s->start_ns),
-                     "endTimeUnixNano", json_u64_string(s->end_ns),
-                     "attributes", attrs, "status", "code", s->error ? 2 : 0);
-    if (span != NULL && s->has_parent) {
-        json_object_set_new(span, "parentSpanId", json_string(pid));
+    if (s->n_attrs > 0) {
+        jb_put(b, "]", 1);
     }
-    return span;
+    /* Without a status the span's is unset, which means it went well. */
+    jb_puts(b, s->error ? ",\"status\":{\"code\":2}}" : "}");
 }
 
+/* One ExportTraceServiceRequest in OTLP/JSON; NULL when out of memory. */
 static char *batch_json(const struct ikd_span *spans, size_t n)
 {
-    json_t *resource = json_array();
-    json_t *list = json_array();
-    json_t *doc;
-    char *text;
+    struct jbuf b = {0};
 
+    jb_puts(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
     for (size_t i = 0; i < T.n_resource; i++) {
-        json_array_append_new(
-            resource,
-            attr_json(T.resource[i].key,
-                      json_pack("{s:s}", "stringValue", T.resource[i].value)));
+        if (i > 0) {
+            jb_put(&b, ",", 1);
+        }
+        jb_attr_str(&b, T.resource[i].key, T.resource[i].value);
     }
+    jb_puts(&b,
+            "]},\"scopeSpans\":[{\"scope\":{\"name\":\"ikada\"},"
+            "\"spans\":[");
     for (size_t i = 0; i < n; i++) {
-        json_array_append_new(list, span_json(&spans[i]));
+        if (i > 0) {
+            jb_put(&b, ",", 1);
+        }
+        span_json(&b, &spans[i]);
     }
-    doc = json_pack("{s:[{s:{s:o}, s:[{s:{s:s}, s:o}]}]}", "resourceSpans",
-                    "resource", "attributes", resource, "scopeSpans", "scope",
-                    "name", "ikada", "spans", list);
-    if (doc == NULL) {
+    jb_puts(&b, "]}]}]}");
+    if (b.failed) {
+        free(b.p);
         return NULL;
     }
-    text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    return text;
+    return b.p;
 }
 
 static size_t discard_cb(char *ptr, size_t size, size_t nmemb, void *arg)
@@ -381,57 +522,74 @@ static bool export_batch(CURL *curl, const struct ikd_span *spans, size_t n)
     return rc == CURLE_OK && status >= 200 && status < 300;
 }
 
-/* Take up to T.batch spans off the queue into out; under the lock. */
-static size_t take_batch(struct ikd_span *out)
+/* Wait until a batch is full, the delay passed or the tracer stops;
+ * under the lock. */
+static void exporter_wait(void)
 {
-    size_t n = T.len < T.batch ? T.len : T.batch;
+    struct timespec deadline;
 
-    for (size_t i = 0; i < n; i++) {
-        out[i] = T.queue[(T.head + i) % T.cap];
+    if (T.len >= T.batch || T.stopping) {
+        return;
     }
-    T.head = (T.head + n) % T.cap;
-    T.len -= n;
-    return n;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += T.delay_ms / 1000;
+    deadline.tv_nsec += (long)(T.delay_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&T.wake, &T.lock, &deadline);
+}
+
+/* Send n spans from spans, T.batch at a time; how many the collector
+ * took.  After a failure the rest is dropped: a collector that is down
+ * costs one timeout, not one per batch.  Without the lock. */
+static size_t export_all(CURL *curl, const struct ikd_span *spans, size_t n)
+{
+    size_t ok = 0;
+
+    for (size_t i = 0; i < n && curl != NULL; i += T.batch) {
+        size_t k = n - i < T.batch ? n - i : T.batch;
+        if (!export_batch(curl, spans + i, k)) {
+            break;
+        }
+        ok += k;
+    }
+    return ok;
 }
 
 static void *exporter_main(void *arg)
 {
-    struct ikd_span *batch = calloc(T.batch, sizeof(*batch));
     CURL *curl = curl_easy_init();
-    struct timespec deadline;
 
     (void)arg;
+    /* Linux gives each thread its own nice value: when the cores are
+     * busy, the loop and the storage worker go first, and spans wait, then
+     * drop, rather than requests.  Where that is refused, the thread keeps
+     * the process's priority. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), EXPORTER_NICE);
     pthread_mutex_lock(&T.lock);
     for (;;) {
-        if (T.len < T.batch && !T.stopping) {
-            clock_gettime(CLOCK_REALTIME, &deadline);
-            deadline.tv_sec += T.delay_ms / 1000;
-            deadline.tv_nsec += (long)(T.delay_ms % 1000) * 1000000L;
-            if (deadline.tv_nsec >= 1000000000L) {
-                deadline.tv_sec++;
-                deadline.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&T.wake, &T.lock, &deadline);
-        }
+        exporter_wait();
         if (T.len == 0 && T.stopping) {
             break;
         }
-        size_t n = batch != NULL ? take_batch(batch) : 0;
-        if (n == 0) {
+        if (T.len == 0) {
             continue;
         }
+        struct ikd_span *full = T.queue;
+        size_t n = T.len;
+        T.queue = T.spare;
+        T.spare = full;
+        T.len = 0;
         pthread_mutex_unlock(&T.lock);
-        bool ok = curl != NULL && export_batch(curl, batch, n);
+        size_t ok = export_all(curl, full, n);
         pthread_mutex_lock(&T.lock);
-        if (ok) {
-            T.stats.exported += n;
-        } else {
-            T.stats.dropped += n;
-        }
+        T.stats.exported += ok;
+        T.stats.dropped += n - ok;
     }
     pthread_mutex_unlock(&T.lock);
     curl_easy_cleanup(curl);
-    free(batch);
     return NULL;
 }
 
@@ -629,7 +787,7 @@ static int config_resource(const char *service, uint32_t node_id)
         rv = resource_set("service.name", name);
     }
     snprintf(id, sizeof(id), "%u", (unsigned)node_id);
-    if (rv == 0) {
+    if (rv == 0 && node_id != 0) {
         rv = resource_set("service.instance.id", id);
     }
     return rv;
@@ -654,7 +812,8 @@ static int config_batching(const char **why)
     T.cap = queue;
     T.batch = batch < queue ? batch : queue;
     T.queue = calloc(T.cap, sizeof(*T.queue));
-    return T.queue != NULL ? 0 : -ENOMEM;
+    T.spare = calloc(T.cap, sizeof(*T.spare));
+    return T.queue != NULL && T.spare != NULL ? 0 : -ENOMEM;
 }
 
 static void tracer_reset(void)
@@ -667,8 +826,9 @@ static void tracer_reset(void)
     }
     T.n_resource = 0;
     free(T.queue);
-    T.queue = NULL;
-    T.cap = T.head = T.len = 0;
+    free(T.spare);
+    T.queue = T.spare = NULL;
+    T.cap = T.len = 0;
     T.on = false;
     T.stopping = false;
 }
@@ -710,6 +870,9 @@ int ikd_tracer_start(const char *service, uint32_t node_id, const char **why)
             curl_slist_append(T.headers, "Content-Type: application/json");
         curl_global_init(CURL_GLOBAL_DEFAULT);
         rv = -pthread_create(&T.thread, NULL, exporter_main, NULL);
+        if (rv == 0) {
+            pthread_setname_np(T.thread, "ikd-export");
+        }
     }
     if (rv != 0) {
         tracer_reset();

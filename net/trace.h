@@ -10,9 +10,10 @@
  * off and every call below costs a branch.
  *
  * Spans are begun and ended on one thread (the loop).  Ending a span copies
- * it into a bounded queue; an exporter thread of its own sends batches.
- * When the queue is full the span is dropped and counted: a slow or absent
- * collector never slows the node. */
+ * it into a bounded queue; an exporter thread of its own, at a lower
+ * priority than the rest of the process, sends batches.  When the queue is
+ * full the span is dropped and counted: a slow or absent collector never
+ * slows the node. */
 
 #ifndef NET_TRACE_H
 #define NET_TRACE_H
@@ -42,14 +43,14 @@ enum ikd_span_kind {
     IKD_SPAN_CLIENT = 3,
 };
 
-#define IKD_SPAN_NAME_BYTES 48
 #define IKD_SPAN_ATTRS 6
-#define IKD_SPAN_KEY_BYTES 24
 #define IKD_SPAN_VALUE_BYTES 64
 
+/* Span names and attribute keys are not copied: they must live until the
+ * span is exported, which string literals do. */
 struct ikd_span_attr
 {
-    char key[IKD_SPAN_KEY_BYTES];
+    const char *key;
     bool is_int;
     int64_t int_value;
     char str_value[IKD_SPAN_VALUE_BYTES];
@@ -64,17 +65,18 @@ struct ikd_span
     bool recording; /* false when tracing is off or not sampled */
     bool error;
     enum ikd_span_kind kind;
-    char name[IKD_SPAN_NAME_BYTES];
+    const char *name;
     uint64_t start_ns; /* Unix time */
     uint64_t end_ns;   /* set by ikd_span_end() */
-    struct ikd_span_attr attrs[IKD_SPAN_ATTRS];
     unsigned n_attrs;
+    struct ikd_span_attr attrs[IKD_SPAN_ATTRS]; /* the first n_attrs */
 };
 
 /* Read the environment and, when an endpoint is set, start the exporter.
  * service is the service.name used when OTEL_SERVICE_NAME does not give
- * one; node_id goes into service.instance.id.  Returns 0 (also when the
- * tracer stays off), or -EINVAL with *why naming a malformed variable. */
+ * one; node_id, unless 0, goes into service.instance.id.  Returns 0
+ * (also when the tracer stays off), or -EINVAL with *why naming a
+ * malformed variable. */
 int ikd_tracer_start(const char *service, uint32_t node_id, const char **why);
 
 /* Export what is queued (waiting at most about a second for the
@@ -82,6 +84,9 @@ int ikd_tracer_start(const char *service, uint32_t node_id, const char **why);
 void ikd_tracer_stop(void);
 
 bool ikd_tracer_enabled(void);
+
+/* Where spans go ("" when the tracer is off), for the start-up log. */
+const char *ikd_tracer_url(void);
 
 /* Begin a span as a child of parent, or as the root of a new trace when
  * parent is NULL or not valid (the sampler decides then; a child follows

@@ -74,8 +74,10 @@ int ikd_to_errno(int rv);
 /* 2: votes carry a transfer flag; pre-vote and timeout-now messages.
  * 3: snapshot chunks and their acknowledgements.
  * 4: configuration entries in the log, membership requests and replies;
- *    a HELLO's cluster hash of 0 matches any. */
-#define IKD_PROTOCOL_VERSION 4
+ *    a HELLO's cluster hash of 0 matches any.
+ * 5: optional trace contexts on AppendEntries, forwards and client
+ *    requests. */
+#define IKD_PROTOCOL_VERSION 5
 
 _Static_assert(IKD_MAX_NODES <= 255 && IKD_MAX_ADDR_BYTES <= 256,
                "a configuration entry stores counts and lengths in a byte");

@@ -290,6 +290,92 @@ static void assert_snap_id(const struct net_snap_id *id)
     assert_int_equal(id->crc, 0xdeadbeef);
 }
 
+static const struct ikd_trace_ctx trace_a = {
+    .trace_id = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+    .span_id = {0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8},
+    .sampled = true,
+};
+
+static void test_trace_contexts_round_trip_and_cost_nothing_when_absent(
+    void **state)
+{
+    struct raft_entry entries[2] = {{.term = 1}, {.term = 1}};
+    struct net_trace_ref refs[2] = {{.index = 8, .ctx = trace_a},
+                                    {.index = 9, .ctx = trace_a}};
+    struct net_msg m = {.kind = NET_RAFT};
+    struct net_msg d;
+    uint8_t *frame;
+    size_t plain_len, traced_len;
+
+    (void)state;
+    m.raft.type = RAFT_MSG_APPEND;
+    m.raft.from = 1;
+    m.raft.to = 2;
+    m.raft.append.prev_index = 7;
+    m.raft.append.entries = entries;
+    m.raft.append.n_entries = 2;
+    assert_int_equal(round_trip(&m, &d, &frame), 0);
+    assert_int_equal(d.n_traces, 0);
+    assert_null(d.traces);
+    net_msg_release(&d);
+    free(frame);
+    assert_int_equal(net_msg_encode(&m, &frame, &plain_len), 0);
+    free(frame);
+
+    refs[1].ctx.span_id[0] = 0xb1;
+    m.traces = refs;
+    m.n_traces = 2;
+    assert_int_equal(round_trip(&m, &d, &frame), 0);
+    assert_int_equal(d.n_traces, 2);
+    assert_int_equal(d.traces[1].index, 9);
+    assert_memory_equal(d.traces[0].ctx.trace_id, trace_a.trace_id, 16);
+    assert_int_equal(d.traces[1].ctx.span_id[0], 0xb1);
+    assert_true(d.traces[1].ctx.sampled);
+    net_msg_release(&d);
+    free(frame);
+    assert_int_equal(net_msg_encode(&m, &frame, &traced_len), 0);
+    free(frame);
+    /* An array header, and per entry an index and a 25-byte bin. */
+    assert_true(traced_len - plain_len <= 1 + 2 * (1 + 1 + 2 + 25));
+
+    m = (struct net_msg){.kind = NET_FORWARD};
+    m.forward.req_id = 5;
+    m.forward.trace = trace_a;
+    assert_int_equal(round_trip(&m, &d, &frame), 0);
+    assert_memory_equal(&d.forward.trace, &trace_a, sizeof(trace_a));
+    free(frame);
+
+    m = (struct net_msg){.kind = NET_CLIENT_REQ};
+    m.req.op = NET_OP_PROPOSE;
+    m.req.trace = trace_a;
+    assert_int_equal(round_trip(&m, &d, &frame), 0);
+    assert_memory_equal(&d.req.trace, &trace_a, sizeof(trace_a));
+    free(frame);
+    m.req.trace = (struct ikd_trace_ctx){0};
+    assert_int_equal(round_trip(&m, &d, &frame), 0);
+    assert_false(ikd_trace_ctx_valid(&d.req.trace));
+    free(frame);
+}
+
+static void test_malformed_trace_contexts_are_refused(void **state)
+{
+    struct net_msg m = {.kind = NET_FORWARD};
+    struct net_msg d;
+    uint8_t *frame;
+    size_t len;
+
+    (void)state;
+    /* A context with a zero span id is not a context. */
+    m.forward.trace = trace_a;
+    assert_int_equal(net_msg_encode(&m, &frame, &len), 0);
+    memset(frame + len - 1 - 8, 0, 8);
+    assert_int_equal(net_msg_decode(frame + 4, len - 4, &d), IKD_EMALFORMED);
+    /* A short one. */
+    frame[len - 1 - 25] = 24;
+    assert_int_equal(net_msg_decode(frame + 4, len - 5, &d), IKD_EMALFORMED);
+    free(frame);
+}
+
 static void test_snap_chunk_and_ack_round_trip(void **state)
 {
     struct net_msg m = {.kind = NET_SNAP_CHUNK};
@@ -680,6 +766,9 @@ int main(void)
         cmocka_unit_test(test_forward_and_read_index_round_trip),
         cmocka_unit_test(test_client_req_round_trip),
         cmocka_unit_test(test_client_resp_round_trip),
+        cmocka_unit_test(
+            test_trace_contexts_round_trip_and_cost_nothing_when_absent),
+        cmocka_unit_test(test_malformed_trace_contexts_are_refused),
         cmocka_unit_test(test_snap_chunk_and_ack_round_trip),
         cmocka_unit_test(test_snap_messages_out_of_bounds_are_malformed),
         cmocka_unit_test(test_truncated_frames_are_malformed),
