@@ -164,6 +164,43 @@ def test_grow_3_to_5_and_shrink_to_3_while_writing(cluster):
     assert int(c.ikada(1, "term")) == term
 
 
+def test_replace_every_server_once_while_writing(cluster):
+    """A rolling replacement: for each original server, a fresh one with
+    an empty data folder joins, then the original is removed and stopped.
+    The cluster ends on three servers it never started with, and keeps
+    every acknowledged write."""
+    c = cluster
+    w = Writer(c, c.ids()).start()
+    ck.wait_until(lambda: len(w.acked) >= 5, 10, what="first writes")
+    current = [1, 2, 3]
+    gaps = []
+    for old in (1, 2, 3):
+        t0 = time.monotonic()
+        nid = join(c)
+        r = member(c, "add", str(nid), c.nodes[nid].addr, nodes=current)
+        assert r.ok, r
+        current.append(nid)
+        w.ids[:] = current
+        r = member(c, "remove", str(old), nodes=current)
+        assert r.ok, r
+        current.remove(old)
+        w.ids[:] = current
+        wait_members(c, current, voters=current)
+        assert c.terminate(old) == 0
+        n = len(w.acked)
+        ck.wait_until(lambda: len(w.acked) >= n + 3, 20,
+                      what="writes after replacing %d" % old)
+        gaps.append(w.longest_gap(t0))
+    w.stop()
+    assert current == [4, 5, 6]
+    print("replace every server: longest gap between writes %s s; %d "
+          "writes, %d failed" % (["%.3f" % g for g in gaps], len(w.acked),
+                                 w.failures))
+    assert max(gaps) < 5
+    for i in current:
+        w.check(i)
+
+
 def test_remove_leader_hands_over_and_cluster_goes_on(cluster):
     c = cluster
     old = c.wait_leader()
