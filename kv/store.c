@@ -403,6 +403,10 @@ int kv_store_open(const char *dir,
     assert(dir != NULL && out != NULL);
     assert(node_id != 0);
     assert(sm == NULL || sm->ops != NULL);
+    /* SQLite counts its memory under a global mutex unless told not to;
+     * this only takes effect before SQLite's first use in the process,
+     * and is refused (harmlessly) after it. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
         return -ENOMEM;
