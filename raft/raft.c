@@ -1428,6 +1428,13 @@ static int change_add(struct raft *r, raft_id_t id, const char *addr)
         (sv != NULL && strcmp(sv->addr, addr) != 0)) {
         return -EINVAL;
     }
+    /* Two servers at one address would be one process under two ids. */
+    for (size_t i = 0; i < r->conf.n; i++) {
+        if (r->conf.servers[i].id != id &&
+            strcmp(r->conf.servers[i].addr, addr) == 0) {
+            return -EINVAL;
+        }
+    }
     if (sv != NULL && sv->voter) {
         return r->conf_index <= r->commit ? 1 : 0;
     }

@@ -349,7 +349,8 @@ enum raft_change_type { RAFT_CHANGE_ADD = 1, RAFT_CHANGE_REMOVE };
  * configuration already is what was asked (id a voter at addr, or id
  * absent), IKD_ENOTLEADER, IKD_ECHANGING while a configuration entry is
  * not committed or another server is catching up, -EINVAL for an id
- * present at another address, a zero id, an address that does not fit,
+ * present at another address, an address another id has, a zero id, an
+ * address that does not fit,
  * or the removal of the last voter; IKD_ELIMIT when the configuration is
  * full. */
 int raft_change(struct raft *r,

@@ -2843,6 +2843,9 @@ static void test_repeated_change_reports_already_done(void **state)
     assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 2, "127.0.0.1:1002"), 1);
     assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 2, "127.0.0.1:9"),
                      -EINVAL);
+    /* Another id at a member's address is refused too. */
+    assert_int_equal(raft_change(r, RAFT_CHANGE_ADD, 5, "127.0.0.1:1002"),
+                     -EINVAL);
     assert_int_equal(raft_last_index(r), 1);
     raft_free(r);
 }
