@@ -74,9 +74,12 @@ _Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
  * renames another file over it, as POSIX asks. */
 struct fs_handle
 {
-    bool append;    /* opened with O_APPEND */
-    bool snapshot;  /* read-only: reads are served from data */
-    uint64_t trace; /* its trace: FS_FH_* bits, as fi->fh held at open */
+    bool append;         /* opened with O_APPEND */
+    bool snapshot;       /* read-only: reads are served from data */
+    uint64_t trace;      /* its trace: FS_FH_* bits, as fi->fh held at open */
+    struct kv_attr attr; /* read-only: the file's attributes at open */
+    struct fs_handle *prev; /* in fs->snapshots, for read-only handles */
+    struct fs_handle *next;
     size_t len;
     uint8_t data[];
 };
@@ -131,6 +134,9 @@ struct fs
     bool local_reads; /* serve reads from this node's state, maybe stale */
     /* FS_TRACE_HANDLES slots when the tracer is on, else NULL. */
     struct fs_handle_trace *handles;
+    /* Open read-only handles, which answer getattr for their file once
+     * another node removed it: fstat (cat does one) must still work. */
+    struct fs_handle *snapshots;
     bool unmounting;
     void (*unmount_cb)(void *arg);
     void *unmount_arg;
@@ -550,6 +556,7 @@ static void fs_barrier(struct fs_req *r)
 /* Attach a handle to fi, with len bytes of data for a read-only open.
  * false when out of memory. */
 static bool fs_handle_attach(struct fuse_file_info *fi,
+                             const struct kv_attr *a,
                              const uint8_t *data,
                              size_t len)
 {
@@ -561,6 +568,12 @@ static bool fs_handle_attach(struct fuse_file_info *fi,
     h->append = (fi->flags & O_APPEND) != 0;
     h->snapshot = (fi->flags & O_ACCMODE) == O_RDONLY;
     h->trace = fi->fh;
+    if (a != NULL) {
+        h->attr = *a;
+        h->attr.size = len;
+    } else {
+        memset(&h->attr, 0, sizeof(h->attr));
+    }
     h->len = len;
     if (len > 0) {
         memcpy(h->data, data, len);
@@ -574,26 +587,58 @@ static struct fs_handle *fs_handle_of(const struct fuse_file_info *fi)
     return (struct fs_handle *)(uintptr_t)fi->fh;
 }
 
+static void fs_snapshot_link(struct fs *f, struct fs_handle *h)
+{
+    h->prev = NULL;
+    h->next = f->snapshots;
+    if (f->snapshots != NULL) {
+        f->snapshots->prev = h;
+    }
+    f->snapshots = h;
+}
+
+/* Release a handle: out of fs->snapshots, and freed. */
+static void fs_handle_free(struct fs *f, struct fs_handle *h)
+{
+    if (h->snapshot) {
+        if (h->prev != NULL) {
+            h->prev->next = h->next;
+        } else {
+            f->snapshots = h->next;
+        }
+        if (h->next != NULL) {
+            h->next->prev = h->prev;
+        }
+    }
+    free(h);
+}
+
 /* Answer an open or a create with a new handle; the kernel releases a
  * handle whose open it was told about, and only then. */
 static void fs_reply_opened(fuse_req_t req,
                             struct fuse_file_info *fi,
                             const struct fuse_entry_param *e,
+                            const struct kv_attr *a,
                             const uint8_t *data,
                             size_t len)
 {
     int rv;
 
-    if (!fs_handle_attach(fi, data, len)) {
-        fs_handle_trace_end(fuse_req_userdata(req), fi->fh);
+    struct fs *f = fuse_req_userdata(req);
+
+    if (!fs_handle_attach(fi, a, data, len)) {
+        fs_handle_trace_end(f, fi->fh);
         fuse_reply_err(req, ENOMEM);
         return;
+    }
+    if (fs_handle_of(fi)->snapshot) {
+        fs_snapshot_link(f, fs_handle_of(fi));
     }
     rv = e != NULL ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
     if (rv != 0) {
         /* The open was interrupted: no release will come. */
-        fs_handle_trace_end(fuse_req_userdata(req), fs_handle_of(fi)->trace);
-        free(fs_handle_of(fi));
+        fs_handle_trace_end(f, fs_handle_of(fi)->trace);
+        fs_handle_free(f, fs_handle_of(fi));
     }
 }
 
@@ -620,7 +665,7 @@ static void fs_done_attr(struct fs_req *r, uint64_t ino)
         memset(&e, 0, sizeof(e));
         e.ino = a.ino;
         fs_fill_stat(f, &a, &e.attr);
-        fs_reply_opened(r->req, &r->fi, &e, NULL, 0);
+        fs_reply_opened(r->req, &r->fi, &e, NULL, NULL, 0);
     } else {
         fs_fill_stat(f, &a, &st);
         fuse_reply_attr(r->req, &st, 0);
@@ -657,7 +702,7 @@ static void fs_propose_cb(void *arg, int status, uint64_t value)
             fuse_reply_write(r->req, r->size);
             break;
         case FS_DONE_OPEN:
-            fs_reply_opened(r->req, &r->fi, NULL, NULL, 0);
+            fs_reply_opened(r->req, &r->fi, NULL, NULL, NULL, 0);
             break;
         default:
             assert(false);
@@ -693,11 +738,28 @@ static void fs_do_getattr_local(struct fs *f, fuse_req_t req, uint64_t ino)
     fs_reply_attr(f, req, &a);
 }
 
+static bool fs_snapshot_attr(const struct fs *f,
+                             uint64_t ino,
+                             struct kv_attr *a)
+{
+    for (const struct fs_handle *h = f->snapshots; h != NULL; h = h->next) {
+        if (h->attr.ino == ino) {
+            *a = h->attr;
+            return true;
+        }
+    }
+    return false;
+}
+
 static void fs_do_getattr(struct fs_req *r)
 {
     struct kv_attr a;
     int rv = kv_reader_getattr(node_reader(r->fs->node), r->ino, &a);
 
+    if (rv == -ENOENT && fs_snapshot_attr(r->fs, r->ino, &a)) {
+        fs_reply_attr(r->fs, r->req, &a);
+        return;
+    }
     if (rv == -ENOENT) {
         /* The kernel checks permissions with fresh attributes during a
          * path walk: an inode replaced by a rename since it was looked up
@@ -747,7 +809,7 @@ static void fs_open_snapshot(struct fs_req *r, struct kv_attr *a)
     if (rv != 0) {
         fs_reply_rv(r->req, rv == -EAGAIN ? -EIO : rv);
     } else {
-        fs_reply_opened(r->req, &r->fi, NULL, buf, n);
+        fs_reply_opened(r->req, &r->fi, NULL, a, buf, n);
     }
     free(buf);
 }
@@ -773,7 +835,7 @@ static void fs_do_open(struct fs_req *r)
         return;
     }
     if ((r->fi.flags & O_ACCMODE) != O_RDONLY) {
-        fs_reply_opened(r->req, &r->fi, NULL, NULL, 0);
+        fs_reply_opened(r->req, &r->fi, NULL, NULL, NULL, 0);
         return;
     }
     fs_open_snapshot(r, &a);
@@ -1471,6 +1533,31 @@ static void fs_op_create(fuse_req_t req,
  * file that grew since (tail -f) shows what this node has applied: the
  * bytes kept are the open's consistent view, and what follows them can
  * only be newer. */
+/* Whether file ino, as this node has it now, is the content h kept at
+ * open with bytes added after it: its first h->len bytes unchanged. */
+static bool fs_appended_since(struct fs *f,
+                              fuse_ino_t ino,
+                              const struct fs_handle *h)
+{
+    struct kv_reader *kr = node_reader(f->node);
+    struct kv_attr a;
+    uint8_t *now;
+    size_t n = 0;
+    bool same;
+
+    if (kv_reader_getattr(kr, ino, &a) != 0 || a.size <= h->len) {
+        return false;
+    }
+    now = malloc(h->len > 0 ? h->len : 1);
+    if (now == NULL) {
+        return false;
+    }
+    same = kv_reader_read(kr, ino, 0, h->len, now, &n) == 0 && n == h->len &&
+           memcmp(now, h->data, h->len) == 0;
+    free(now);
+    return same;
+}
+
 static void fs_snapshot_read(fuse_req_t req,
                              fuse_ino_t ino,
                              const struct fs_handle *h,
@@ -1486,9 +1573,11 @@ static void fs_snapshot_read(fuse_req_t req,
         uint8_t *buf = malloc(size > 0 ? size : 1);
         size_t n = 0;
 
-        /* A file removed since reads as ending where it did. */
-        if (buf == NULL || kv_reader_read(node_reader(f->node), ino,
-                                          (uint64_t)off, size, buf, &n) != 0) {
+        /* A file removed since, or rewritten rather than appended to,
+         * reads as ending where it did: never a mix of two versions. */
+        if (buf == NULL || !fs_appended_since(f, ino, h) ||
+            kv_reader_read(node_reader(f->node), ino, (uint64_t)off, size, buf,
+                           &n) != 0) {
             n = 0;
         }
         fuse_reply_buf(req, (const char *)buf, n);
@@ -1577,11 +1666,12 @@ static void fs_op_release(fuse_req_t req,
                           fuse_ino_t ino,
                           struct fuse_file_info *fi)
 {
-    if (!fs_is_meta(ino) && fi->fh != 0) {
+    if (fs_is_meta(ino)) {
+        free((void *)(uintptr_t)fi->fh);
+    } else if (fi->fh != 0) {
         fs_handle_trace_end(fuse_req_userdata(req), fs_handle_of(fi)->trace);
+        fs_handle_free(fuse_req_userdata(req), fs_handle_of(fi));
     }
-    /* Both kinds of handle are one allocation. */
-    free((void *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 

@@ -150,6 +150,28 @@ def test_open_file_stays_readable_after_another_node_removes_it(shared):
     assert r.text == "keep\n"
 
 
+def test_cat_of_an_open_file_after_removal_or_rename_over_it(shared):
+    """cat stats its input first: the descriptor must answer with the
+    attributes the file had, not ESTALE, once the file is gone."""
+    c = shared
+    assert c.sh(1, "echo old > gone && echo keep > kept").ok
+    m1 = c.nodes[1].path()
+    r = c.sh(2, "exec 7< gone 8< kept && echo new > %s/tmp-kept && "
+             "mv %s/tmp-kept %s/kept && rm %s/gone && cat <&7 && cat <&8" %
+             (m1, m1, m1, m1))
+    assert r.ok, r
+    assert r.text == "old\nkeep\n", r
+
+
+def test_open_file_rewritten_elsewhere_reads_one_version(shared):
+    c = shared
+    assert c.sh(1, "printf AAAAAAAAAA > torn").ok
+    r = c.sh(2, "exec 6< torn && printf BBBBBBBBBBBBBBB > %s/torn && "
+             "cat <&6" % c.nodes[1].path())
+    assert r.ok, r
+    assert r.text == "AAAAAAAAAA", r
+
+
 def test_reader_of_an_open_file_sees_what_is_appended_later(shared):
     """As tail -f does: read to the end, another node appends, the same
     descriptor reads the new bytes."""
