@@ -731,24 +731,21 @@ static void job_start(struct node *n)
 
 static void send_or_hold(struct node *n, const struct raft_msg *rm)
 {
-    if (rm->type == RAFT_MSG_APPEND) {
-        /* Depends only on the leader's durable term: see raft.h. */
+    if (rm->type == RAFT_MSG_APPEND || rm->type == RAFT_MSG_TIMEOUT_NOW) {
+        /* Depends only on the leader's durable term: see raft.h.  A
+         * leader whose disk fails can still hand leadership over. */
         struct net_trace_ref refs[NET_MAX_TRACE_REFS];
         struct net_msg m = {.kind = NET_RAFT, .raft = *rm, .traces = refs};
-        raft_index_t first = rm->append.prev_index + 1;
-        m.n_traces = node_trace_outgoing(
-            n->trace, rm->to, first, first + rm->append.n_entries - 1, refs);
+
+        if (rm->type == RAFT_MSG_APPEND) {
+            raft_index_t first = rm->append.prev_index + 1;
+            m.n_traces =
+                node_trace_outgoing(n->trace, rm->to, first,
+                                    first + rm->append.n_entries - 1, refs);
+        }
         net_send_peer(n->transport, rm->to, &m);
         return;
     }
-    if (rm->type == RAFT_MSG_TIMEOUT_NOW) {
-        /* As AppendEntries: a leader whose disk fails hands leadership
-         * over this way. */
-        struct net_msg m = {.kind = NET_RAFT, .raft = *rm};
-        net_send_peer(n->transport, rm->to, &m);
-        return;
-    }
-    assert(rm->type != RAFT_MSG_APPEND);
     if (msgs_push(&n->pend_msgs, rm) != 0) {
         IKD_WARN(NODE_MOD,
                  "out of memory holding a message to %u -> "
