@@ -480,15 +480,25 @@ bool kv_store_wants_checkpoint(const struct kv_store *s)
     return s->wal_frames >= KV_CHECKPOINT_FRAMES;
 }
 
-int kv_store_checkpoint(struct kv_store *s)
+int kv_store_checkpoint(struct kv_store *s, int *copied)
 {
+    int frames = 0;
+    int done = 0;
     int rc;
 
     /* PASSIVE copies what no reader still needs and never waits for the
-     * writer; the writer starts the WAL over once all of it was copied. */
-    rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE,
-                                   NULL, NULL);
+     * writer. */
+    rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, "main",
+                                   SQLITE_CHECKPOINT_PASSIVE, &frames, &done);
+    *copied = rc == SQLITE_OK && done > 0 ? done : 0;
     return rc == SQLITE_BUSY ? 0 : kv_db_rv(s->ckpt_db, rc);
+}
+
+bool kv_store_wants_finish(const struct kv_store *s, int copied)
+{
+    int left = s->wal_frames - copied;
+
+    return copied > 0 && left > 0 && left <= KV_CHECKPOINT_FINISH_FRAMES;
 }
 
 /* Read one log row into e, which owns a malloc'd copy of the data. */
@@ -967,6 +977,12 @@ int kv_store_write(struct kv_store *s, struct kv_batch *b)
         if (rv != 0) {
             return rv;
         }
+    }
+    if (b->finish_checkpoint) {
+        /* On the writer's connection, between its transactions: nothing
+         * is added to the WAL while this copies. */
+        sqlite3_wal_checkpoint_v2(s->db, "main", SQLITE_CHECKPOINT_PASSIVE,
+                                  NULL, NULL);
     }
     rv = store_sync_mode(s, batch_needs_sync(b));
     if (rv == 0) {

@@ -108,6 +108,12 @@ struct kv_batch
     const char *install_path;
     raft_index_t install_index;
     raft_term_t install_term;
+
+    /* Before the transaction, copy what kv_store_checkpoint() left in the
+     * WAL, so that this commit starts the WAL over from its first frame
+     * instead of making it longer.  Best effort: a checkpoint that fails
+     * loses nothing and does not fail the batch. */
+    bool finish_checkpoint;
 };
 
 int kv_store_write(struct kv_store *s, struct kv_batch *b);
@@ -123,8 +129,24 @@ bool kv_store_wants_checkpoint(const struct kv_store *s);
 /* Copy the WAL's pages back into the database file on a connection of its
  * own, so that commits never pay for it.  It may run on another thread
  * while kv_store_write() runs, one call at a time, and never waits for
- * the writer.  Returns 0 or a negative code (-EIO, -ENOSPC...); a failed
- * checkpoint loses nothing, the pages stay in the WAL. */
-int kv_store_checkpoint(struct kv_store *s);
+ * the writer.  *copied is set to the frames of the WAL now copied, 0 when
+ * another checkpoint was running.  Returns 0 or a negative code (-EIO,
+ * -ENOSPC...); a failed checkpoint loses nothing, the pages stay in the
+ * WAL.
+ *
+ * The WAL only starts over at a commit that finds all of it copied.  Under
+ * a steady load the writer always adds frames during the copy, and a WAL
+ * that only grows makes each commit's fsync write file metadata too.  So
+ * once few frames are left, kv_store_wants_finish() says so, and a batch
+ * with finish_checkpoint copies them and starts the WAL over. */
+int kv_store_checkpoint(struct kv_store *s, int *copied);
+
+/* At most this many frames left by kv_store_checkpoint() are worth copying
+ * inside a batch with finish_checkpoint. */
+#define KV_CHECKPOINT_FINISH_FRAMES 256
+
+/* Whether the WAL, as of the latest kv_store_write(), holds between 1 and
+ * KV_CHECKPOINT_FINISH_FRAMES frames beyond the copied ones. */
+bool kv_store_wants_finish(const struct kv_store *s, int copied);
 
 #endif /* KV_STORE_H */

@@ -181,6 +181,9 @@ struct node
     int storage_rv;
     uv_work_t ckpt_work; /* kv_store_checkpoint() beside the jobs */
     bool ckpt_running;
+    /* Frames of the WAL in the database after the latest checkpoint, 0
+     * once a job copied the rest and started the WAL over. */
+    int ckpt_copied;
     bool retry_scheduled;
     uv_timer_t retry_timer;
 
@@ -488,6 +491,8 @@ static struct job *job_build(struct node *n)
         j->batch.snap_index = n->pend_snap_index;
         j->batch.snap_term = n->pend_snap_term;
     }
+    j->batch.finish_checkpoint =
+        !n->ckpt_running && kv_store_wants_finish(n->store, n->ckpt_copied);
     j->batch.hard_state = n->pend_hard;
     j->batch.term = n->pend_term;
     j->batch.vote = n->pend_vote;
@@ -498,6 +503,9 @@ static struct job *job_build(struct node *n)
         goto err;
     }
 
+    if (j->batch.finish_checkpoint) {
+        n->ckpt_copied = 0;
+    }
     n->pend_hard = false;
     n->pend_log_from = 0;
     if (j->n_apply > 0) {
@@ -672,7 +680,7 @@ static void job_after_cb(uv_work_t *work, int status)
 static void ckpt_work_cb(uv_work_t *work)
 {
     struct node *n = work->data;
-    int rv = kv_store_checkpoint(n->store);
+    int rv = kv_store_checkpoint(n->store, &n->ckpt_copied);
 
     if (rv != 0) {
         IKD_WARN(NODE_MOD, "WAL checkpoint failed: %s -> retry later",
@@ -690,11 +698,14 @@ static void ckpt_after_cb(uv_work_t *work, int status)
 }
 
 /* Copy the WAL back into the database on a worker of its own once it grew
- * large, so that no commit of a job waits for it. */
+ * large, so that no commit of a job waits for it.  The few frames written
+ * during the copy are copied by the next job, which then starts the WAL
+ * over: see kv_store_checkpoint(). */
 static void maybe_checkpoint(struct node *n)
 {
     if (n->ckpt_running || n->stopping ||
-        !kv_store_wants_checkpoint(n->store)) {
+        !kv_store_wants_checkpoint(n->store) ||
+        kv_store_wants_finish(n->store, n->ckpt_copied)) {
         return;
     }
     n->ckpt_work.data = n;

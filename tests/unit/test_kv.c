@@ -859,6 +859,7 @@ static void test_store_checkpoint_on_its_own_connection(void **state)
     struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_COMMAND};
     struct kv_sm_result res;
     raft_index_t i = 0;
+    int copied = -1;
 
     (void)state;
     e.data = encode_put("k", "v", &e.len);
@@ -876,7 +877,9 @@ static void test_store_checkpoint_on_its_own_connection(void **state)
         assert_int_equal(kv_store_write(s, &b), 0);
         i++;
     }
-    assert_int_equal(kv_store_checkpoint(s), 0);
+    assert_int_equal(kv_store_checkpoint(s, &copied), 0);
+    assert_true(copied >= KV_CHECKPOINT_FRAMES);
+    assert_false(kv_store_wants_finish(s, copied));
     {
         struct kv_batch b = {.log_from = i + 1, .entries = &e, .n_entries = 1};
 
@@ -889,6 +892,72 @@ static void test_store_checkpoint_on_its_own_connection(void **state)
     assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
     assert_int_equal(kv_store_load(s, &st), 0);
     assert_int_equal(st.applied, i - 1);
+    assert_int_equal(st.n_entries, i);
+    kv_state_free(&st);
+    kv_store_close(s);
+    free(e.data);
+    tmp_remove(dir);
+}
+
+static off_t file_size(const char *dir, const char *name)
+{
+    char path[512];
+    struct stat sb;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    assert_int_equal(stat(path, &sb), 0);
+    return sb.st_size;
+}
+
+/* A batch with finish_checkpoint copies the WAL itself before its
+ * transaction, which then writes from the WAL's start: over many rounds
+ * the file stays as long as one round made it, and every entry and the
+ * state stay whole. */
+static void test_store_finish_checkpoint_restarts_wal(void **state)
+{
+    char *dir = tmp_dir();
+    struct kv_store *s;
+    struct kv_state st;
+    struct raft_entry e = {.term = 1, .type = RAFT_ENTRY_COMMAND};
+    struct kv_sm_result res;
+    raft_index_t i = 0;
+    off_t first_round = 0;
+
+    (void)state;
+    e.data = encode_put("k", "v", &e.len);
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    for (int round = 0; round < 5; round++) {
+        bool finish = false;
+
+        while (!finish) {
+            struct kv_batch b = {.log_from = i + 1,
+                                 .entries = &e,
+                                 .n_entries = 1,
+                                 .apply_from = i + 1,
+                                 .apply = &e,
+                                 .n_apply = 1,
+                                 .results = &res};
+
+            finish = kv_store_wants_checkpoint(s);
+            b.finish_checkpoint = finish;
+            assert_true(
+                i < (raft_index_t)(10 * KV_CHECKPOINT_FRAMES * (round + 1)));
+            assert_int_equal(kv_store_write(s, &b), 0);
+            assert_int_equal(res.status, 0);
+            i++;
+        }
+        /* The finishing batch wrote its frames at the WAL's start. */
+        assert_false(kv_store_wants_checkpoint(s));
+        if (round == 0) {
+            first_round = file_size(dir, "ikada.db-wal");
+        }
+        assert_true(file_size(dir, "ikada.db-wal") <= first_round);
+    }
+    kv_store_close(s);
+
+    assert_int_equal(kv_store_open(dir, 1, &fsm, &s), 0);
+    assert_int_equal(kv_store_load(s, &st), 0);
+    assert_int_equal(st.applied, i);
     assert_int_equal(st.n_entries, i);
     kv_state_free(&st);
     kv_store_close(s);
@@ -2762,6 +2831,7 @@ int main(void)
         cmocka_unit_test(test_store_batch_persists_atomically),
         cmocka_unit_test(test_store_apply_only_batches_interleave),
         cmocka_unit_test(test_store_checkpoint_on_its_own_connection),
+        cmocka_unit_test(test_store_finish_checkpoint_restarts_wal),
         cmocka_unit_test(test_store_truncate_log),
         cmocka_unit_test(test_store_fault_rolls_back_everything),
         cmocka_unit_test(test_store_noop_not_applied),
