@@ -51,7 +51,7 @@
 #define DEFAULT_CONNECTIONS 4
 #define WATCHDOG_MS 200
 #define READ_CHUNK (64 * 1024)
-#define ADDR_BYTES 80
+#define ADDR_BYTES 96
 
 _Static_assert(MAX_CLIENTS <= (1u << SLOT_BITS), "slot index fits");
 

@@ -51,8 +51,11 @@ static void usage(FILE *f)
         "  ls [PREFIX]        keys under PREFIX (the key PREFIX, or keys in "
         "folder\n"
         "                     PREFIX), one a line, sorted\n"
-        "  status             one line a node: ID HOST:PORT ROLE TERM "
-        "COMMIT APPLIED LEADER_ID\n"
+        "  status             one line a server of the configuration: ID "
+        "HOST:PORT\n"
+        "                     ROLE TERM COMMIT APPLIED LEADER_ID, or ID "
+        "HOST:PORT\n"
+        "                     unreachable\n"
         "  inspect [--tail N] DATA_DIR\n"
         "                     a node's hard state, log (the last N entries) "
         "and\n"
@@ -310,13 +313,16 @@ static int cmd_status(struct ikada_client *c, int argc)
         return EXIT_CLUSTER;
     }
     for (i = 0; i < n; i++) {
+        reachable += s[i].reachable != 0;
+    }
+    for (i = 0; i < n; i++) {
         if (!s[i].reachable) {
-            /* The node did not say its id: its place in the list stands
-             * in for it. */
-            printf("%zu %s unreachable\n", i + 1, s[i].addr);
+            /* With no node to tell the configuration, the place in
+             * --cluster stands in for the id. */
+            printf("%zu %s unreachable\n",
+                   reachable == 0 ? i + 1 : (size_t)s[i].id, s[i].addr);
             continue;
         }
-        reachable++;
         printf("%" PRIu32 " %s %s %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu32
                "\n",
                s[i].id, s[i].addr, s[i].role, s[i].term, s[i].commit,

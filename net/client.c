@@ -30,7 +30,7 @@
 #include "msg.h"
 
 #define MAX_ADDRS 64
-#define ADDR_BYTES 80
+#define ADDR_BYTES 96
 #define BACKOFF_MS 50
 #define BACKOFF_MAX_MS 200
 /* A connect that takes longer than this is abandoned for the next node. */
@@ -913,33 +913,153 @@ int ikada_member_change(struct ikada_client *c,
     return rv;
 }
 
+/* Ask the node at a for its status; v->addr is set whatever happens. */
+static void status_of(const struct addr *a,
+                      unsigned timeout_ms,
+                      struct ikada_node_status *v)
+{
+    struct net_client_req req = {.op = NET_OP_STATUS};
+    struct reply r = {0};
+
+    snprintf(v->addr, sizeof(v->addr), "%s", a->text);
+    if (call_one(a, &req, false, now_ms() + timeout_ms, &r) != 0) {
+        return;
+    }
+    if (r.msg.resp.status == 0) {
+        fill_status(&r.msg.resp, v);
+    }
+    reply_free(&r);
+}
+
+/* The configuration node a knows, as lines "ID HOST:PORT ROLE" into
+ * text (NUL-terminated); 0 or a negative code. */
+static int members_of(const struct addr *a,
+                      unsigned timeout_ms,
+                      char *text,
+                      size_t cap)
+{
+    struct net_client_req req = {.op = NET_OP_MEMBER_LIST};
+    struct reply r = {0};
+    int rv = call_one(a, &req, false, now_ms() + timeout_ms, &r);
+
+    if (rv != 0) {
+        return rv;
+    }
+    rv = r.msg.resp.status;
+    if (rv == 0 && r.msg.resp.data_len >= cap) {
+        rv = IKD_EMALFORMED;
+    }
+    if (rv == 0) {
+        memcpy(text, r.msg.resp.data, r.msg.resp.data_len);
+        text[r.msg.resp.data_len] = '\0';
+    }
+    reply_free(&r);
+    return rv;
+}
+
+/* The reachable node to ask for the configuration: the leader with the
+ * highest term, else any; -1 when none answered. */
+static long config_source(const struct ikada_node_status *v, size_t n)
+{
+    long best = -1;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].reachable) {
+            continue;
+        }
+        bool leads = strcmp(v[i].role, "leader") == 0;
+        bool best_leads = best >= 0 && strcmp(v[best].role, "leader") == 0;
+        if (best < 0 || (leads && (!best_leads || v[i].term > v[best].term))) {
+            best = (long)i;
+        }
+    }
+    return best;
+}
+
+/* Fold one server "ID HOST:PORT" of the configuration into v[0..*n):
+ * a node that answered with that id is it; an address that did not
+ * answer takes its id; a server not yet asked is asked and added. */
+static void status_merge(struct ikada_node_status *v,
+                         size_t *n,
+                         size_t cap,
+                         uint32_t id,
+                         const char *addr,
+                         unsigned timeout_ms)
+{
+    struct addr a;
+
+    for (size_t i = 0; i < *n; i++) {
+        if (v[i].reachable && v[i].id == id) {
+            return;
+        }
+    }
+    for (size_t i = 0; i < *n; i++) {
+        if (!v[i].reachable && strcmp(v[i].addr, addr) == 0) {
+            v[i].id = id;
+            return;
+        }
+    }
+    if (*n == cap || parse_addr(addr, strlen(addr), &a) != 0) {
+        return;
+    }
+    status_of(&a, timeout_ms, &v[*n]);
+    if (!v[*n].reachable) {
+        v[*n].id = id;
+    }
+    (*n)++;
+}
+
+/* In id order, unknown ids last; stable, so that those keep the order
+ * they were given in.  A handful of entries: insertion sort. */
+static void status_sort(struct ikada_node_status *v, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        struct ikada_node_status x = v[i];
+        uint32_t key = x.id == 0 ? UINT32_MAX : x.id;
+        size_t j = i;
+
+        while (j > 0 && (v[j - 1].id == 0 ? UINT32_MAX : v[j - 1].id) > key) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = x;
+    }
+}
+
 int ikada_status(struct ikada_client *c,
                  struct ikada_node_status **out,
                  size_t *n)
 {
     unsigned share_ms =
         c->timeout_ms < STATUS_TIMEOUT_MS ? c->timeout_ms : STATUS_TIMEOUT_MS;
+    size_t cap = c->n_addrs + IKD_MAX_NODES;
+    char text[IKD_MAX_NODES * (IKD_MAX_ADDR_BYTES + 24)];
     struct ikada_node_status *v;
-    size_t i;
+    size_t count = c->n_addrs;
+    long src;
 
-    v = calloc(c->n_addrs, sizeof(*v));
+    v = calloc(cap, sizeof(*v));
     if (v == NULL) {
         return -ENOMEM;
     }
-    for (i = 0; i < c->n_addrs; i++) {
-        struct net_client_req req = {.op = NET_OP_STATUS};
-        struct reply r = {0};
+    for (size_t i = 0; i < c->n_addrs; i++) {
+        status_of(&c->addrs[i], share_ms, &v[i]);
+    }
+    src = config_source(v, count);
+    if (src >= 0 &&
+        members_of(&c->addrs[src], share_ms, text, sizeof(text)) == 0) {
+        for (char *line = strtok(text, "\n"); line != NULL;
+             line = strtok(NULL, "\n")) {
+            char addr[IKD_MAX_ADDR_BYTES];
+            unsigned id;
 
-        strcpy(v[i].addr, c->addrs[i].text);
-        if (call_one(&c->addrs[i], &req, false, now_ms() + share_ms, &r) != 0) {
-            continue;
+            if (sscanf(line, "%u %95s", &id, addr) == 2 && id != 0) {
+                status_merge(v, &count, cap, id, addr, share_ms);
+            }
         }
-        if (r.msg.resp.status == 0) {
-            fill_status(&r.msg.resp, &v[i]);
-        }
-        reply_free(&r);
+        status_sort(v, count);
     }
     *out = v;
-    *n = c->n_addrs;
+    *n = count;
     return 0;
 }

@@ -57,8 +57,10 @@ void ikada_keys_free(char **keys, size_t n);
 
 struct ikada_node_status
 {
-    char addr[80]; /* HOST:PORT as given to ikada_client_open() */
+    char addr[96]; /* HOST:PORT */
     int reachable; /* 0 when the node did not answer */
+    /* The node's id; for one that did not answer, the id the
+     * configuration gives its address, 0 when none does. */
     uint32_t id;
     char role[16]; /* "leader", "follower", "candidate" */
     uint64_t term;
@@ -68,7 +70,11 @@ struct ikada_node_status
     uint64_t snapshot;  /* the latest snapshot point, 0 before one */
 };
 
-/* One status per node of the list, in list order; *out is malloc'd. */
+/* The status of every node: the servers of the latest configuration
+ * that a node reports (the leader's when one answers), then the other
+ * addresses given to ikada_client_open(), in id order; without any
+ * configuration, the addresses given, in their order.  *out is
+ * malloc'd. */
 int ikada_status(struct ikada_client *c,
                  struct ikada_node_status **out,
                  size_t *n);

@@ -126,6 +126,13 @@ def test_grow_3_to_5_and_shrink_to_3_while_writing(cluster):
     assert r.ok, r
     assert sorted(r.text.splitlines()) == sorted(
         "%d %s voter" % (i, c.nodes[i].addr) for i in c.ids())
+    # `ikada status` shows every member, also those not in --cluster.
+    r = c.cli("status", nodes=[1, 2, 3])
+    assert r.ok, r
+    rows = [line.split() for line in r.text.splitlines()]
+    assert [(int(x[0]), x[1]) for x in rows] == [
+        (i, c.nodes[i].addr) for i in range(1, 6)], r.text
+    assert sum(x[2] == "leader" for x in rows) == 1, r.text
 
     # The new voters count: with two of the original three stopped, the
     # five-node cluster still has a majority.
@@ -137,6 +144,13 @@ def test_grow_3_to_5_and_shrink_to_3_while_writing(cluster):
     n = len(w.acked)
     ck.wait_until(lambda: len(w.acked) >= n + 3, 20,
                   what="writes with 3 of 5 voters")
+    # Members that do not answer are named by their own ids.
+    r = c.cli("status", nodes=[3, 4, 5])
+    assert r.ok, r
+    rows = [line.split() for line in r.text.splitlines()]
+    assert rows[:2] == [["1", c.nodes[1].addr, "unreachable"],
+                        ["2", c.nodes[2].addr, "unreachable"]], r.text
+    assert [int(x[0]) for x in rows[2:]] == [3, 4, 5], r.text
     c.cont(1)
     c.cont(2)
     w.ids[:] = [1, 2, 3]
