@@ -90,7 +90,9 @@ struct waiter
      * likely without a quorum, and a quick EROFS serves better than a long
      * wait. */
     uint64_t leader_deadline_ms;
-    uint8_t *cmd; /* a proposal's command, until it is appended */
+    /* A proposal's command, kept until the outcome is known: an entry that
+     * a newer leader replaced is proposed again. */
+    uint8_t *cmd;
     size_t cmd_len;
     node_propose_cb propose_cb;
     node_read_cb read_cb;
@@ -140,6 +142,7 @@ struct node_stats
     uint64_t leader_changes; /* times the known leader changed */
     uint64_t proposals_ok;
     uint64_t proposals_failed;
+    uint64_t proposals_lost; /* entries a newer leader replaced */
     uint64_t reads_ok;
     uint64_t reads_failed;
     uint64_t storage_writes;
@@ -541,7 +544,12 @@ static void job_complete_waiters(struct node *n, struct job *j)
             w->index < j->batch.apply_from + j->n_apply) {
             size_t i = (size_t)(w->index - j->batch.apply_from);
             if (j->apply_entries[i].term != w->term) {
-                waiter_finish(w, IKD_ELOST, 0);
+                /* A newer leader replaced the entry, so it was never
+                 * committed (Raft 5.4): proposing it again cannot apply
+                 * it twice.  The waiter's deadline still holds. */
+                w->stage = W_NEED_LEADER;
+                w->id = ++n->next_id;
+                n->stats.proposals_lost++;
             } else {
                 waiter_finish(w, j->results[i].status, j->results[i].value);
             }
@@ -958,8 +966,6 @@ static void propose_locally(struct node *n, struct waiter *w)
     if (w->span != NULL) {
         node_trace_proposed(n->trace, index, &w->span->ctx, now_ms(n));
     }
-    free(w->cmd);
-    w->cmd = NULL;
     w->stage = W_APPLY;
     w->index = index;
     w->term = term;
@@ -1092,8 +1098,6 @@ int node_propose_traced(struct node *n,
             return rv;
         }
         node_trace_proposed(n->trace, w->index, parent, now_ms(n));
-        free(w->cmd);
-        w->cmd = NULL;
         w->stage = W_APPLY;
     }
     waiter_link(n, w);
@@ -1206,8 +1210,6 @@ static void on_forward_resp(struct node *n, const struct net_forward_resp *r)
         waiter_finish(w, r->status, 0);
         return;
     }
-    free(w->cmd);
-    w->cmd = NULL;
     w->stage = W_APPLY;
     w->index = r->index;
     w->term = r->term;
@@ -3035,6 +3037,10 @@ static void metrics_requests(struct node *n, struct ikd_buf *b)
                    st->proposals_ok);
     ikd_metric_u64(b, "ikada_proposals_total", "result=\"error\"",
                    st->proposals_failed);
+    metrics_counter(b, "ikada_proposals_replaced_total",
+                    "Entries of proposals that a newer leader replaced, "
+                    "proposed again.",
+                    st->proposals_lost);
     ikd_metric_family(b, "ikada_proposal_seconds", "histogram",
                       "From a proposal to its outcome on this node.");
     ikd_metric_hist(b, "ikada_proposal_seconds", &st->proposal_latency);

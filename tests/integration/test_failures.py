@@ -2,6 +2,7 @@
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -318,3 +319,61 @@ def test_writes_right_after_the_leader_is_paused_follow_the_new_leader(
         c.cont(old)
     c.wait_leader(timeout=10)
     assert c.read(old, "paused-appends") == b"0\nonce\n"
+
+
+APPEND_WHEN_TOLD = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+print("open", flush=True)
+sys.stdin.readline()
+os.write(fd, b"once\\n")
+os.close(fd)
+"""
+
+
+def test_write_whose_entry_a_new_leader_replaced_is_proposed_again(cluster):
+    """The leader appends a write through its own mount while both
+    followers are down, then freezes; the followers come back and elect a
+    leader whose entries replace that one.  Once the old leader hears of
+    it, the write is proposed again to the new leader: it succeeds, and
+    applies once."""
+    c = cluster
+    old = c.wait_leader()
+    f1, f2 = c.followers(old)
+    assert c.sh(old, "echo 0 > replaced").ok
+    # The file is open before the followers go, so that the write needs no
+    # lookup, which would wait for a quorum.
+    p = subprocess.Popen(
+        ["/usr/bin/python3", "-c", APPEND_WHEN_TOLD,
+         c.nodes[old].path("replaced")], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        assert p.stdout.readline() == b"open\n"
+        # Killed, not frozen: a frozen follower would still find the
+        # entry in its socket buffer.
+        c.kill(f1)
+        c.kill(f2)
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        time.sleep(0.3)
+        c.stop(old)
+        try:
+            c.start_node(f1, wait=False)
+            c.start_node(f2, wait=False)
+            new = c.wait_leader(timeout=10, among=[f1, f2])
+            assert c.cli("set", "replaced-meanwhile", "1",
+                         nodes=[f1, f2]).ok
+        finally:
+            c.cont(old)
+        out, err = p.communicate(timeout=15)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=5)
+    assert p.returncode == 0, err
+    assert c.read(new, "replaced") == b"0\nonce\n"
+    assert c.read(old, "replaced") == b"0\nonce\n"
+    replaced = [line for line in c.read(old, ".ikada/metrics").splitlines()
+                if line.startswith(b"ikada_proposals_replaced_total ")]
+    assert replaced and int(replaced[0].split()[1]) >= 1, replaced
