@@ -222,6 +222,7 @@ struct node
 
     enum raft_role role;
     raft_id_t leader;
+    uint64_t leaderless_since_ms; /* when leader last became 0 */
 
     /* The latest configuration the core reported; cfg.peers holds its
      * servers and this node (self, its own listening address). */
@@ -830,6 +831,9 @@ static void on_soft_state(struct node *n, const struct raft_update *u)
     }
     bool lost_lead = n->role == RAFT_LEADER && u->role != RAFT_LEADER;
     bool new_leader = u->leader != 0 && u->leader != n->leader;
+    if (u->leader == 0 && n->leader != 0) {
+        n->leaderless_since_ms = now_ms(n);
+    }
     n->role = u->role;
     n->leader = u->leader;
     if (new_leader) {
@@ -1025,8 +1029,19 @@ static struct waiter *waiter_new(struct node *n, bool is_read)
     w->is_read = is_read;
     w->stage = W_NEED_LEADER;
     w->deadline_ms = now_ms(n) + n->cfg.request_timeout_ms;
-    w->leader_deadline_ms = now_ms(n) + 2 * n->cfg.election_timeout_ms;
+    w->leader_deadline_ms =
+        (n->leader == 0 ? n->leaderless_since_ms : now_ms(n)) +
+        2 * n->cfg.election_timeout_ms;
     return w;
+}
+
+/* Without a leader for two election timeouts, this node most likely sits
+ * in a minority: a new request fails at once, as each waiting its turn
+ * (the kernel sends some lookups one at a time) would add up. */
+static bool long_leaderless(const struct node *n)
+{
+    return n->leader == 0 && now_ms(n) - n->leaderless_since_ms >=
+                                 2 * (uint64_t)n->cfg.election_timeout_ms;
 }
 
 /* The span of a proposal made on behalf of parent: only when parent is
@@ -1066,6 +1081,9 @@ int node_propose_traced(struct node *n,
     }
     if (storage_failing(n)) {
         return n->storage_rv;
+    }
+    if (long_leaderless(n)) {
+        return IKD_ENOLEADER;
     }
     struct waiter *w = waiter_new(n, false);
     if (w == NULL) {
@@ -1110,6 +1128,9 @@ int node_read_barrier(struct node *n, node_read_cb cb, void *arg)
 {
     if (n->stopping) {
         return IKD_ESHUTDOWN;
+    }
+    if (long_leaderless(n)) {
+        return IKD_ENOLEADER;
     }
     struct waiter *w = waiter_new(n, true);
     if (w == NULL) {
@@ -2780,6 +2801,7 @@ static int node_init(struct node *n,
 {
     n->loop = loop;
     n->cfg = *cfg;
+    n->leaderless_since_ms = uv_now(loop);
     n->data_dir = strdup(cfg->data_dir);
     if (n->data_dir == NULL) {
         return -ENOMEM;

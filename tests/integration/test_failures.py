@@ -145,6 +145,8 @@ def test_no_quorum_writes_fail_within_15s_and_reads_do_not_hang(
     leader = c.wait_leader()
     s = leader if survivor_role == "leader" else c.followers(leader)[0]
     assert c.sh(s, "echo keep > existing").ok
+    assert c.sh(s, "for d in 0 1 2 3 4 5; do mkdir d$d && echo $d > d$d/f; "
+             "done").ok
     for i in c.ids():
         if i != s:
             c.kill(i)
@@ -166,6 +168,16 @@ def test_no_quorum_writes_fail_within_15s_and_reads_do_not_hang(
     r = c.cli("get", "noquorum", nodes=[s], timeout=30)
     assert not r.timed_out and r.elapsed < 15.0, r
     assert r.rc == 3, r
+
+    # Concurrent requests on a node long without a leader fail together
+    # and at once: the kernel sends some of them one at a time, so each
+    # waiting for a leader would add up.
+    r = c.sh(s, "for d in 0 1 2 3 4 5; do cat d$d/f 2>/dev/null & done; "
+             "wait; cat existing >/dev/null; echo done", timeout=30)
+    assert r.text.strip() == "done" and r.elapsed < 3.0, r
+    r = c.sh(s, "echo x > existing", timeout=30)
+    assert r.rc != 0 and r.elapsed < 1.0, r
+    assert b"Read-only file system" in r.err, r
 
     # Quorum back: the cluster works again and the file holds one of the
     # two values (a write that timed out may still have committed).
