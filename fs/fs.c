@@ -128,6 +128,9 @@ struct fs
     char *mountpoint;
     uid_t uid; /* owner reported for every file */
     gid_t gid;
+    /* The times of .ikada entries: the mount's start.  "Now" would make
+     * tar report that every entry changed while it read it. */
+    int64_t meta_time_ns;
     struct fs_req *pending; /* requests waiting for the node */
     uint64_t session_base;  /* random; the low FS_LANE_BITS are the lane */
     struct fs_lane lanes[FS_MAX_LANES];
@@ -268,8 +271,6 @@ static struct fs_meta_file *fs_meta_render(struct fs *f, fuse_ino_t ino);
  * content as of the open, which may have grown since. */
 static void fs_meta_attr(struct fs *f, fuse_ino_t ino, struct kv_attr *a)
 {
-    int64_t now = fs_now_ns();
-
     assert(fs_is_meta(ino));
     memset(a, 0, sizeof(*a));
     a->ino = ino;
@@ -282,8 +283,8 @@ static void fs_meta_attr(struct fs *f, fuse_ino_t ino, struct kv_attr *a)
         free(m);
     }
     a->nlink = a->is_dir ? 2 : 1;
-    a->mtime_ns = now;
-    a->ctime_ns = now;
+    a->mtime_ns = f->meta_time_ns;
+    a->ctime_ns = f->meta_time_ns;
 }
 
 static void fs_reply_entry(struct fs *f,
@@ -1687,6 +1688,33 @@ static void fs_op_fsync(fuse_req_t req,
     fuse_reply_err(req, 0);
 }
 
+/* Symbolic links, devices, fifos and sockets have no place in a key-value
+ * tree: refused like hard links, rather than ENOSYS, which tools print as
+ * a missing feature of the kernel. */
+static void fs_op_symlink(fuse_req_t req,
+                          const char *link,
+                          fuse_ino_t parent,
+                          const char *name)
+{
+    (void)link;
+    (void)parent;
+    (void)name;
+    fuse_reply_err(req, EPERM);
+}
+
+static void fs_op_mknod(fuse_req_t req,
+                        fuse_ino_t parent,
+                        const char *name,
+                        mode_t mode,
+                        dev_t rdev)
+{
+    (void)parent;
+    (void)name;
+    (void)mode;
+    (void)rdev;
+    fuse_reply_err(req, EPERM);
+}
+
 static void fs_op_name_change(fuse_req_t req,
                               enum kv_op op,
                               fuse_ino_t parent,
@@ -1843,6 +1871,8 @@ static const struct fuse_lowlevel_ops fs_ops = {
     .getattr = fs_op_getattr,
     .setattr = fs_op_setattr,
     .mkdir = fs_op_mkdir,
+    .symlink = fs_op_symlink,
+    .mknod = fs_op_mknod,
     .unlink = fs_op_unlink,
     .rmdir = fs_op_rmdir,
     .rename = fs_op_rename,
@@ -2154,6 +2184,7 @@ int fs_mount(uv_loop_t *loop,
     f->loop = loop;
     f->node = node;
     f->uid = getuid();
+    f->meta_time_ns = fs_now_ns();
     f->gid = getgid();
     if (getrandom(&f->session_base, sizeof(f->session_base), 0) !=
         (ssize_t)sizeof(f->session_base)) {

@@ -398,3 +398,29 @@ def test_file_of_exactly_4mib_through_the_mount_is_allowed(shared):
     for i in c.ids():
         assert c.sha256(i, "big-exact") == want
     attr_everywhere(c, "big-exact", "%s", str(ck.MAX_VALUE_BYTES))
+
+
+def test_links_fifos_and_device_nodes_are_refused_as_not_permitted(shared):
+    c = shared
+    assert c.sh(1, "echo t > nodes-target").ok
+    for cmd in ("ln -s nodes-target nodes-sym", "ln nodes-target nodes-hard",
+                "mkfifo nodes-fifo", "mknod nodes-dev c 1 3"):
+        r = c.sh(1, cmd)
+        assert r.rc != 0 and b"Operation not permitted" in r.err, r
+    r = c.sh(1, "ls nodes-sym nodes-hard nodes-fifo nodes-dev")
+    assert r.rc != 0 and r.out == b"", r
+
+
+def test_tar_of_a_whole_mount_succeeds(shared, tmp_path):
+    """.ikada entries keep their times, so tar does not see them change
+    while it reads them.  (metrics is left out: tar's own reads move its
+    counters, so its size may change between tar's stat and its read.)"""
+    c = shared
+    assert c.sh(1, "mkdir -p tarred && echo a > tarred/a").ok
+    archive = str(tmp_path / "all.tar")
+    r = ck.run(["tar", "cf", archive, "--exclude=./.ikada/metrics", "-C",
+                c.nodes[2].mount, "."], timeout=60)
+    assert r.ok, r
+    r = ck.run(["tar", "tf", archive], timeout=30)
+    assert "./tarred/a" in r.text.splitlines(), r
+    assert "./.ikada/leader" in r.text.splitlines(), r
