@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "../kv/cmd.h"
+#include "../kv/orphan.h"
 #include "../kv/reader.h"
 #include "../net/trace.h"
 #include "../raft/ikd.h"
@@ -78,6 +79,10 @@ struct fs_handle
     bool snapshot;       /* read-only: reads are served from data */
     uint64_t trace;      /* its trace: FS_FH_* bits, as fi->fh held at open */
     struct kv_attr attr; /* read-only: the file's attributes at open */
+    /* Open for writing: the file's inode, watched in the node's orphans,
+     * which serve it once another command removed it. */
+    uint64_t ino;
+    bool watched;
     struct fs_handle *prev; /* in fs->snapshots, for read-only handles */
     struct fs_handle *next;
     size_t len;
@@ -568,6 +573,8 @@ static bool fs_handle_attach(struct fuse_file_info *fi,
     }
     h->append = (fi->flags & O_APPEND) != 0;
     h->snapshot = (fi->flags & O_ACCMODE) == O_RDONLY;
+    h->ino = 0;
+    h->watched = false;
     h->trace = fi->fh;
     if (a != NULL) {
         h->attr = *a;
@@ -598,9 +605,12 @@ static void fs_snapshot_link(struct fs *f, struct fs_handle *h)
     f->snapshots = h;
 }
 
-/* Release a handle: out of fs->snapshots, and freed. */
+/* Release a handle: out of fs->snapshots or the orphans, and freed. */
 static void fs_handle_free(struct fs *f, struct fs_handle *h)
 {
+    if (h->watched) {
+        kv_orphans_unwatch(node_orphans(f->node), h->ino);
+    }
     if (h->snapshot) {
         if (h->prev != NULL) {
             h->prev->next = h->next;
@@ -618,6 +628,7 @@ static void fs_handle_free(struct fs *f, struct fs_handle *h)
  * handle whose open it was told about, and only then. */
 static void fs_reply_opened(fuse_req_t req,
                             struct fuse_file_info *fi,
+                            uint64_t ino,
                             const struct fuse_entry_param *e,
                             const struct kv_attr *a,
                             const uint8_t *data,
@@ -634,6 +645,11 @@ static void fs_reply_opened(fuse_req_t req,
     }
     if (fs_handle_of(fi)->snapshot) {
         fs_snapshot_link(f, fs_handle_of(fi));
+    } else if (kv_orphans_watch(node_orphans(f->node), ino) == 0) {
+        /* Without memory to watch it, the file fails with ENOENT once
+         * removed, as it would anyway on another node's file system. */
+        fs_handle_of(fi)->ino = ino;
+        fs_handle_of(fi)->watched = true;
     }
     rv = e != NULL ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
     if (rv != 0) {
@@ -666,7 +682,7 @@ static void fs_done_attr(struct fs_req *r, uint64_t ino)
         memset(&e, 0, sizeof(e));
         e.ino = a.ino;
         fs_fill_stat(f, &a, &e.attr);
-        fs_reply_opened(r->req, &r->fi, &e, NULL, NULL, 0);
+        fs_reply_opened(r->req, &r->fi, a.ino, &e, NULL, NULL, 0);
     } else {
         fs_fill_stat(f, &a, &st);
         fuse_reply_attr(r->req, &st, 0);
@@ -703,7 +719,7 @@ static void fs_propose_cb(void *arg, int status, uint64_t value)
             fuse_reply_write(r->req, r->size);
             break;
         case FS_DONE_OPEN:
-            fs_reply_opened(r->req, &r->fi, NULL, NULL, NULL, 0);
+            fs_reply_opened(r->req, &r->fi, r->ino, NULL, NULL, NULL, 0);
             break;
         default:
             assert(false);
@@ -749,7 +765,7 @@ static bool fs_snapshot_attr(const struct fs *f,
             return true;
         }
     }
-    return false;
+    return kv_orphans_attr(node_orphans(f->node), ino, a) == 0;
 }
 
 static void fs_do_getattr(struct fs_req *r)
@@ -810,7 +826,7 @@ static void fs_open_snapshot(struct fs_req *r, struct kv_attr *a)
     if (rv != 0) {
         fs_reply_rv(r->req, rv == -EAGAIN ? -EIO : rv);
     } else {
-        fs_reply_opened(r->req, &r->fi, NULL, a, buf, n);
+        fs_reply_opened(r->req, &r->fi, r->ino, NULL, a, buf, n);
     }
     free(buf);
 }
@@ -836,7 +852,7 @@ static void fs_do_open(struct fs_req *r)
         return;
     }
     if ((r->fi.flags & O_ACCMODE) != O_RDONLY) {
-        fs_reply_opened(r->req, &r->fi, NULL, NULL, NULL, 0);
+        fs_reply_opened(r->req, &r->fi, r->ino, NULL, NULL, NULL, 0);
         return;
     }
     fs_open_snapshot(r, &a);
@@ -1357,6 +1373,39 @@ static int fs_setattr_cmd(struct fs *f,
     return 0;
 }
 
+/* ftruncate or fchmod of a removed file, on its orphan copy; false when
+ * ino has none. */
+static bool fs_orphan_setattr(struct fs *f,
+                              fuse_req_t req,
+                              uint64_t ino,
+                              const struct kv_cmd *c)
+{
+    struct kv_orphans *o = node_orphans(f->node);
+    int64_t now = fs_now_ns();
+    struct kv_attr a;
+    int rv = kv_orphans_attr(o, ino, &a);
+
+    if (rv != 0) {
+        return false;
+    }
+    if (c->valid & KV_SET_SIZE) {
+        rv = kv_orphans_resize(o, ino, c->size, fs_max_bytes(f),
+                               (c->valid & KV_SET_MTIME) ? c->mtime_ns : now);
+    }
+    if (rv == 0 && (c->valid & KV_SET_MODE)) {
+        rv = kv_orphans_chmod(o, ino, c->mode, now);
+    }
+    if (rv == 0) {
+        rv = kv_orphans_attr(o, ino, &a);
+    }
+    if (rv != 0) {
+        fuse_reply_err(req, -rv);
+    } else {
+        fs_reply_attr(f, req, &a);
+    }
+    return true;
+}
+
 static void fs_op_setattr(fuse_req_t req,
                           fuse_ino_t ino,
                           struct stat *attr,
@@ -1375,6 +1424,10 @@ static void fs_op_setattr(fuse_req_t req,
     e = fs_setattr_cmd(f, attr, to_set, &c);
     if (e != 0) {
         fuse_reply_err(req, e);
+        return;
+    }
+    if (fi != NULL && fi->fh != 0 && fs_handle_of(fi)->watched &&
+        fs_orphan_setattr(f, req, ino, &c)) {
         return;
     }
 
@@ -1591,6 +1644,36 @@ static void fs_snapshot_read(fuse_req_t req,
     fuse_reply_buf(req, (const char *)h->data + off, size);
 }
 
+/* Answer a read of a removed file from its orphan copy; false when ino
+ * has none, and is still in the state. */
+static bool fs_orphan_read(struct fs *f,
+                           fuse_req_t req,
+                           uint64_t ino,
+                           size_t size,
+                           off_t off)
+{
+    struct kv_attr a;
+    uint8_t *buf;
+    size_t n = 0;
+    int rv;
+
+    if (kv_orphans_attr(node_orphans(f->node), ino, &a) != 0) {
+        return false;
+    }
+    buf = malloc(size > 0 ? size : 1);
+    if (buf == NULL) {
+        fuse_reply_err(req, ENOMEM);
+        return true;
+    }
+    rv = kv_orphans_read(node_orphans(f->node), ino, (uint64_t)off, size, buf,
+                         &n);
+    if (rv == 0) {
+        fuse_reply_buf(req, (const char *)buf, n);
+    }
+    free(buf);
+    return rv == 0;
+}
+
 static void fs_op_read(fuse_req_t req,
                        fuse_ino_t ino,
                        size_t size,
@@ -1605,6 +1688,10 @@ static void fs_op_read(fuse_req_t req,
     }
     if (fs_handle_of(fi)->snapshot) {
         fs_snapshot_read(req, ino, fs_handle_of(fi), size, off);
+        return;
+    }
+    if (fs_handle_of(fi)->watched &&
+        fs_orphan_read(fuse_req_userdata(req), req, ino, size, off)) {
         return;
     }
     r = fs_req_new(fuse_req_userdata(req), req, FS_DO_READ, NULL);
@@ -1638,6 +1725,19 @@ static void fs_op_write(fuse_req_t req,
     if (off < 0 || size > max || (!append && (uint64_t)off > max - size)) {
         fuse_reply_err(req, EFBIG);
         return;
+    }
+    if (fs_handle_of(fi)->watched) {
+        int rv = kv_orphans_write(node_orphans(f->node), ino, (uint64_t)off,
+                                  (const uint8_t *)buf, size, append, max,
+                                  fs_now_ns());
+        if (rv == 0) {
+            fuse_reply_write(req, size);
+            return;
+        }
+        if (rv != -ENOENT) {
+            fuse_reply_err(req, -rv);
+            return;
+        }
     }
 
     r = fs_req_new(f, req, FS_DONE_WRITE, NULL);

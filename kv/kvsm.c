@@ -12,6 +12,7 @@
 #include "../raft/ikd.h"
 #include "cmd.h"
 #include "db.h"
+#include "orphan.h"
 
 /* Tables of the file tree, beside those of kv/store.c:
  *
@@ -80,7 +81,8 @@ struct tx
     const struct kv_cmd *c;
     int fault;
     uint64_t value;
-    int64_t clock; /* the log clock once clock_advance() ran */
+    int64_t clock;              /* the log clock once clock_advance() ran */
+    struct kv_orphans *orphans; /* the ctx given to fsm_apply(), or NULL */
 };
 
 /* What the helpers need of an inode. */
@@ -302,12 +304,49 @@ static int node_insert(struct tx *t,
     return rv;
 }
 
+/* Hand file n, about to be removed, to this node's orphans.  0 or a
+ * fault. */
+static int orphan_keep(struct tx *t, const struct node *n)
+{
+    struct kv_attr a = {.ino = n->ino, .size = n->size};
+    sqlite3_stmt *st;
+    int rv;
+
+    rv = Q(t, &st, "SELECT mode, mtime_ns, ctime_ns FROM inode WHERE ino = ?1",
+           I(n->ino));
+    if (rv <= 0) {
+        return rv;
+    }
+    a.mode = (uint32_t)sqlite3_column_int64(st, 0) & 07777;
+    a.mtime_ns = sqlite3_column_int64(st, 1);
+    a.ctime_ns = sqlite3_column_int64(st, 2);
+    sqlite3_reset(st);
+    rv = Q(t, &st, "SELECT data FROM content WHERE ino = ?1", I(n->ino));
+    if (rv < 0) {
+        return rv;
+    }
+    if (rv == 0) {
+        kv_orphans_keep(t->orphans, &a, NULL, 0);
+        return 0;
+    }
+    kv_orphans_keep(t->orphans, &a, sqlite3_column_blob(st, 0),
+                    (size_t)sqlite3_column_bytes(st, 0));
+    sqlite3_reset(st);
+    return 0;
+}
+
 /* Remove entry n and update its folder's times.  0 or a fault. */
 static int node_remove(struct tx *t, const struct node *n)
 {
-    int rv;
+    int rv = 0;
 
-    rv = Q(t, NULL, "DELETE FROM inode WHERE ino = ?1", I(n->ino));
+    if (t->orphans != NULL && !n->is_dir &&
+        kv_orphans_watched(t->orphans, n->ino)) {
+        rv = orphan_keep(t, n);
+    }
+    if (rv == 0) {
+        rv = Q(t, NULL, "DELETE FROM inode WHERE ino = ?1", I(n->ino));
+    }
     if (rv == 0) {
         rv = Q(t, NULL, "DELETE FROM content WHERE ino = ?1", I(n->ino));
     }
@@ -1230,10 +1269,9 @@ static int fsm_apply(void *ctx,
                      struct kv_sm_result *res)
 {
     struct kv_cmd c;
-    struct tx t = {.db = db, .c = &c};
+    struct tx t = {.db = db, .c = &c, .orphans = ctx};
     int status;
 
-    (void)ctx;
     assert(db != NULL && res != NULL && index > 0);
     res->value = 0;
     /* A command that does not decode is refused the same way on every

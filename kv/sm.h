@@ -55,7 +55,9 @@ struct kv_sm
     void *ctx;
 };
 
-/* The file-tree key-value state machine (kv/kvsm.c). */
+/* The file-tree key-value state machine (kv/kvsm.c).  Its ctx is NULL or
+ * a struct kv_orphans (kv/orphan.h), told of each watched file that a
+ * command removes. */
 extern const struct kv_sm_ops kv_fsm_ops;
 
 #endif /* KV_SM_H */

@@ -31,6 +31,7 @@
 #include <zlib.h>
 
 #include "../kv/cmd.h"
+#include "../kv/orphan.h"
 #include "../kv/snapshot.h"
 #include "../kv/store.h"
 #include "metrics.h"
@@ -219,6 +220,11 @@ struct node
     struct snap_recv *recv;
     char *recv_path;     /* a received file the core may take */
     unsigned snap_async; /* snapshot work and file requests in flight */
+
+    /* The state machine, which tells orphans of the removed files that
+     * the file system has open for writing. */
+    struct kv_sm sm;
+    struct kv_orphans *orphans;
 
     enum raft_role role;
     raft_id_t leader;
@@ -2765,9 +2771,15 @@ static int node_make_raft(struct node *n, const struct kv_state *st)
 
 static int node_open_storage(struct node *n)
 {
-    static const struct kv_sm sm = {.ops = &kv_fsm_ops, .ctx = NULL};
     struct kv_state st = {0};
-    int rv = kv_store_open(n->data_dir, n->cfg.id, &sm, &n->store);
+    int rv;
+
+    n->orphans = kv_orphans_new();
+    if (n->orphans == NULL) {
+        return -ENOMEM;
+    }
+    n->sm = (struct kv_sm){.ops = &kv_fsm_ops, .ctx = n->orphans};
+    rv = kv_store_open(n->data_dir, n->cfg.id, &n->sm, &n->store);
     if (rv != 0) {
         return rv;
     }
@@ -2838,6 +2850,7 @@ static void node_free(struct node *n)
     if (n->store != NULL) {
         kv_store_close(n->store);
     }
+    kv_orphans_free(n->orphans);
     if (n->raft != NULL) {
         raft_free(n->raft);
     }
@@ -2944,6 +2957,11 @@ void node_stop(struct node *n, void (*cb)(void *arg), void *arg)
     uv_close((uv_handle_t *)&n->tick_timer, handle_closed_cb);
     uv_close((uv_handle_t *)&n->retry_timer, handle_closed_cb);
     net_transport_stop(n->transport, transport_stopped_cb, n);
+}
+
+struct kv_orphans *node_orphans(struct node *n)
+{
+    return n->orphans;
 }
 
 struct kv_reader *node_reader(struct node *n)

@@ -10,6 +10,7 @@
 
 #include <uv.h>
 
+#include "../kv/orphan.h"
 #include "../kv/reader.h"
 #include "../raft/raft.h"
 #include "metrics.h"
@@ -89,6 +90,9 @@ int node_read_barrier(struct node *n, node_read_cb cb, void *arg);
 
 /* The loop thread's read connection to the state. */
 struct kv_reader *node_reader(struct node *n);
+
+/* Copies of the removed files that the file system watches. */
+struct kv_orphans *node_orphans(struct node *n);
 
 struct node_info
 {

@@ -424,3 +424,52 @@ def test_tar_of_a_whole_mount_succeeds(shared, tmp_path):
     r = ck.run(["tar", "tf", archive], timeout=30)
     assert "./tarred/a" in r.text.splitlines(), r
     assert "./.ikada/leader" in r.text.splitlines(), r
+
+
+TEMPFILE = """
+import os, sys, tempfile
+f = tempfile.TemporaryFile(dir=sys.argv[1])
+f.write(b"x" * 10000)
+f.flush()
+f.seek(0)
+assert f.read() == b"x" * 10000
+f.truncate(5)
+f.seek(0, 2)
+f.write(b"yz")
+f.seek(0)
+sys.stdout.write(repr((f.read(), os.fstat(f.fileno()).st_size)))
+"""
+
+UNLINKED_ELSEWHERE = """
+import os, subprocess, sys
+a, b = sys.argv[1], sys.argv[2]
+fd = os.open(a + "/orphan", os.O_RDWR | os.O_APPEND)
+os.write(fd, b"one\\n")
+subprocess.run(["rm", b + "/orphan"], check=True)
+os.write(fd, b"two\\n")
+sys.stdout.write(repr((os.pread(fd, 100, 0), os.fstat(fd).st_size,
+                       os.path.exists(a + "/orphan"))))
+os.close(fd)
+"""
+
+
+def test_an_open_file_stays_writable_once_unlinked_here_or_elsewhere(shared):
+    """POSIX keeps an unlinked file usable through its descriptors: an
+    anonymous temporary file, and a file another node removes while it is
+    open for writing.  Nothing of it shows up under any name after."""
+    c = shared
+    assert c.sh(1, "mkdir -p orphans").ok
+    r = ck.run(["/usr/bin/python3", "-c", TEMPFILE,
+                c.nodes[1].path("orphans")], timeout=30)
+    assert r.ok, r
+    assert r.text == repr((b"xxxxxyz", 7)), r
+
+    assert c.sh(1, "echo zero > orphans/orphan").ok
+    r = ck.run(["/usr/bin/python3", "-c", UNLINKED_ELSEWHERE,
+                c.nodes[1].path("orphans"), c.nodes[2].path("orphans")],
+               timeout=30)
+    assert r.ok, r
+    assert r.text == repr((b"zero\none\ntwo\n", 13, False)), r
+    for i in c.ids():
+        r = c.sh(i, "ls -A orphans")
+        assert r.ok and r.out == b"", r

@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include "../../kv/cmd.h"
+#include "../../kv/orphan.h"
 #include "../../kv/reader.h"
 #include "../../kv/sm.h"
 #include "../../kv/snapshot.h"
@@ -962,6 +963,115 @@ static void test_store_finish_checkpoint_restarts_wal(void **state)
     kv_state_free(&st);
     kv_store_close(s);
     free(e.data);
+    tmp_remove(dir);
+}
+
+static uint8_t *encode_del(const char *key, uint32_t *len)
+{
+    struct kv_cmd c = {.op = KV_OP_DEL, .max_bytes = MIB, .time_ns = 6};
+    uint8_t *buf;
+    size_t n;
+
+    c.path = key;
+    c.path_len = strlen(key);
+    assert_int_equal(kv_cmd_encode(&c, &buf, &n), 0);
+    *len = (uint32_t)n;
+    return buf;
+}
+
+/* Store and apply one command as entry index; its result status. */
+static int store_apply_one(struct kv_store *s,
+                           raft_index_t index,
+                           uint8_t *cmd,
+                           uint32_t len)
+{
+    struct raft_entry e = {
+        .term = 1, .type = RAFT_ENTRY_COMMAND, .data = cmd, .len = len};
+    struct kv_sm_result res = {0};
+    struct kv_batch b = {.log_from = index,
+                         .entries = &e,
+                         .n_entries = 1,
+                         .apply_from = index,
+                         .apply = &e,
+                         .n_apply = 1,
+                         .results = &res};
+
+    assert_int_equal(kv_store_write(s, &b), 0);
+    free(cmd);
+    return res.status;
+}
+
+/* The state machine hands the content of a watched file to the orphans
+ * in the transaction that removes it, and only of a watched one; the
+ * copy then takes reads, writes and size changes, and goes with the
+ * last watcher. */
+static void test_orphans_keep_removed_watched_files(void **state)
+{
+    char *dir = tmp_dir();
+    struct kv_orphans *o = kv_orphans_new();
+    struct kv_sm sm = {&kv_fsm_ops, o};
+    struct kv_store *s;
+    struct kv_reader *r;
+    struct kv_attr a;
+    uint64_t watched;
+    uint64_t other;
+    uint8_t buf[32];
+    size_t n;
+    uint32_t len;
+    uint8_t *cmd;
+
+    (void)state;
+    assert_non_null(o);
+    assert_int_equal(kv_store_open(dir, 1, &sm, &s), 0);
+    cmd = encode_put("d/f", "hello", &len);
+    assert_int_equal(store_apply_one(s, 1, cmd, len), 0);
+    cmd = encode_put("d/g", "other", &len);
+    assert_int_equal(store_apply_one(s, 2, cmd, len), 0);
+    assert_int_equal(kv_reader_open(dir, &r), 0);
+    assert_int_equal(kv_reader_lookup(r, KV_ROOT_INO, "d", 1, &a), 0);
+    assert_int_equal(kv_reader_lookup(r, a.ino, "f", 1, &a), 0);
+    watched = a.ino;
+    assert_int_equal(kv_reader_lookup(r, KV_ROOT_INO, "d", 1, &a), 0);
+    assert_int_equal(kv_reader_lookup(r, a.ino, "g", 1, &a), 0);
+    other = a.ino;
+    kv_reader_close(r);
+
+    assert_int_equal(kv_orphans_watch(o, watched), 0);
+    assert_int_equal(kv_orphans_watch(o, watched), 0);
+    assert_int_equal(kv_orphans_attr(o, watched, &a), -ENOENT);
+    cmd = encode_del("d/g", &len);
+    assert_int_equal(store_apply_one(s, 3, cmd, len), 0);
+    assert_int_equal(kv_orphans_attr(o, other, &a), -ENOENT);
+    cmd = encode_del("d/f", &len);
+    assert_int_equal(store_apply_one(s, 4, cmd, len), 0);
+
+    assert_int_equal(kv_orphans_attr(o, watched, &a), 0);
+    assert_int_equal(a.size, 5);
+    assert_int_equal(a.nlink, 0);
+    assert_int_equal(kv_orphans_read(o, watched, 0, sizeof(buf), buf, &n), 0);
+    assert_int_equal(n, 5);
+    assert_memory_equal(buf, "hello", 5);
+    assert_int_equal(kv_orphans_write(o, watched, 0, (const uint8_t *)" you", 4,
+                                      true, 16, 7),
+                     0);
+    assert_int_equal(kv_orphans_read(o, watched, 3, sizeof(buf), buf, &n), 0);
+    assert_int_equal(n, 6);
+    assert_memory_equal(buf, "lo you", 6);
+    assert_int_equal(kv_orphans_write(o, watched, 12, (const uint8_t *)"12345",
+                                      5, false, 16, 8),
+                     -EFBIG);
+    assert_int_equal(kv_orphans_resize(o, watched, 12, 16, 9), 0);
+    assert_int_equal(kv_orphans_read(o, watched, 9, sizeof(buf), buf, &n), 0);
+    assert_int_equal(n, 3);
+    assert_memory_equal(buf, "\0\0\0", 3);
+    assert_int_equal(kv_orphans_resize(o, watched, 17, 16, 9), -EFBIG);
+
+    kv_orphans_unwatch(o, watched);
+    assert_int_equal(kv_orphans_attr(o, watched, &a), 0);
+    kv_orphans_unwatch(o, watched);
+    assert_int_equal(kv_orphans_attr(o, watched, &a), -ENOENT);
+    kv_store_close(s);
+    kv_orphans_free(o);
     tmp_remove(dir);
 }
 
@@ -2832,6 +2942,7 @@ int main(void)
         cmocka_unit_test(test_store_apply_only_batches_interleave),
         cmocka_unit_test(test_store_checkpoint_on_its_own_connection),
         cmocka_unit_test(test_store_finish_checkpoint_restarts_wal),
+        cmocka_unit_test(test_orphans_keep_removed_watched_files),
         cmocka_unit_test(test_store_truncate_log),
         cmocka_unit_test(test_store_fault_rolls_back_everything),
         cmocka_unit_test(test_store_noop_not_applied),
