@@ -26,6 +26,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +68,11 @@ _Static_assert(FS_META_FIRST_INO + FS_META_COUNT <= KV_FIRST_INO,
 
 /* Reads of a file that keeps growing before a read-only open gives up. */
 #define FS_SNAPSHOT_TRIES 8
+
+/* How long a mount found at start-up gets to answer before its server is
+ * taken for alive but stopped, and how often it is looked at meanwhile. */
+#define FS_PROBE_MS 1000
+#define FS_PROBE_STEP_MS 10
 
 /* An open regular file; fi->fh points to it from the open's reply until
  * its release.  A read-only open keeps the file's content as of the open
@@ -2116,8 +2122,53 @@ static int fs_detach(const char *path)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EBUSY;
 }
 
+/* Whether the Ikada mount at path has a server behind it: stat() it in
+ * a child, which a stopped or hung server can keep waiting but not this
+ * process.  0 when it answered or did not within FS_PROBE_MS (a server
+ * that is alive), -ENOTCONN when its server is gone, or another negative
+ * errno. */
+static int fs_probe_mount(const char *path)
+{
+    int status;
+    pid_t pid = fork();
+
+    if (pid < 0) {
+        return -errno;
+    }
+    if (pid == 0) {
+        struct stat st;
+
+        if (stat(path, &st) == 0) {
+            _exit(0);
+        }
+        _exit(errno == ENOTCONN ? 1 : 2);
+    }
+    for (int waited_ms = 0;; waited_ms += FS_PROBE_STEP_MS) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+
+        if (r == pid) {
+            break;
+        }
+        if (r < 0 && errno != EINTR) {
+            return -errno;
+        }
+        if (waited_ms >= FS_PROBE_MS) {
+            /* FUSE requests wait killably: the child goes. */
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return 0;
+        }
+        usleep(FS_PROBE_STEP_MS * 1000);
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        return 0;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 1 ? -ENOTCONN : -EIO;
+}
+
 /* Remove what a crashed run left at path: a dead mount ("Transport
- * endpoint is not connected") or Ikada mounts, several if stacked. */
+ * endpoint is not connected") or Ikada mounts, several if stacked, as long
+ * as no running server serves them. */
 static int fs_clear_stale(const char *path)
 {
     struct stat st;
@@ -2127,8 +2178,11 @@ static int fs_clear_stale(const char *path)
 
         /* mountinfo first: stat() on the mount of a hung daemon would
          * wait for it forever. */
-        if (!fs_ikada_mounted(path) &&
-            !(stat(path, &st) != 0 && errno == ENOTCONN)) {
+        if (fs_ikada_mounted(path)) {
+            if (fs_probe_mount(path) == 0) {
+                return IKD_EMOUNTED;
+            }
+        } else if (!(stat(path, &st) != 0 && errno == ENOTCONN)) {
             return 0;
         }
         IKD_WARN("fs", "stale mount at %s -> unmount it", path);

@@ -21,8 +21,9 @@ struct fs;
 
 /* What fs_mount() does first, alone: clear a stale mount left at
  * mountpoint and create the folder if missing, so that a mount point that
- * cannot be used is found before anything else happens.  0 or a negative
- * errno (-EACCES, -ENOTDIR...). */
+ * cannot be used is found before anything else happens.  0, IKD_EMOUNTED
+ * when a running server (answering or not) has its file system there, or
+ * a negative errno (-EACCES, -ENOTDIR...). */
 int fs_prepare(const char *mountpoint);
 
 /* Clear a stale mount left at mountpoint (a dead FUSE mount or an earlier

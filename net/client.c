@@ -938,7 +938,11 @@ static int members_of(const struct addr *a,
                       char *text,
                       size_t cap)
 {
-    struct net_client_req req = {.op = NET_OP_MEMBER_LIST};
+    struct net_client_req req = {
+        .op = NET_OP_MEMBER_LIST,
+        .key = NET_MEMBER_LIST_LOCAL,
+        .key_len = strlen(NET_MEMBER_LIST_LOCAL),
+    };
     struct reply r = {0};
     int rv = call_one(a, &req, false, now_ms() + timeout_ms, &r);
 

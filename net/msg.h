@@ -40,7 +40,9 @@ enum net_op {
                            most up-to-date follower; the leader answers once
                            the transfer started */
     /* Membership (Raft 4).  LIST: data holds "ID HOST:PORT ROLE\n" a
-     * server of the latest configuration.  ADD: key "ID HOST:PORT";
+     * server of the latest configuration, from the leader; with key
+     * NET_MEMBER_LIST_LOCAL, from any node, as it knows the configuration
+     * (possibly behind the leader's).  ADD: key "ID HOST:PORT";
      * REMOVE: key "ID"; the leader answers once the change is committed
      * (ADD: once the server is a voter), status 0 also when it was made
      * before, IKD_ECHANGING while another change is in progress. */
@@ -48,6 +50,8 @@ enum net_op {
     NET_OP_MEMBER_ADD,
     NET_OP_MEMBER_REMOVE,
 };
+
+#define NET_MEMBER_LIST_LOCAL "local"
 
 /* A sampled span's W3C trace context on the wire: a bin of
  * NET_TRACE_CTX_BYTES holding the 16-byte trace id, the 8-byte span id and

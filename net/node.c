@@ -1750,6 +1750,12 @@ static void on_client_req(struct node *n,
         client_status(n, conn_id, r->req_id);
         return;
     }
+    if (r->op == NET_OP_MEMBER_LIST &&
+        r->key_len == strlen(NET_MEMBER_LIST_LOCAL) &&
+        memcmp(r->key, NET_MEMBER_LIST_LOCAL, r->key_len) == 0) {
+        client_member_list(n, conn_id, r->req_id);
+        return;
+    }
     if (r->op != NET_OP_GET_LOCAL && n->role != RAFT_LEADER) {
         int status = n->leader != 0 ? IKD_ENOTLEADER : IKD_ENOLEADER;
         client_reply_status(n, conn_id, r->req_id, status, 0);

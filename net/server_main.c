@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -444,6 +446,27 @@ static void check_data_dir(const struct node_config *cfg)
     }
 }
 
+/* Hold an exclusive lock on the data folder for the life of the process:
+ * two servers on one folder would each write their own log into the same
+ * files.  The lock goes with the process, however it ends. */
+static void lock_data_dir(const struct node_config *cfg)
+{
+    int fd = open(cfg->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd < 0) {
+        die_usage("--data %s: %s", cfg->data_dir, strerror(errno));
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            die_usage("--data %s is in use by another running server",
+                      cfg->data_dir);
+        }
+        die_usage("--data %s cannot be locked: %s", cfg->data_dir,
+                  strerror(errno));
+    }
+    /* fd stays open until exit. */
+}
+
 static void fs_unmounted_cb(void *arg);
 static void node_stopped_cb(void *arg);
 
@@ -568,12 +591,17 @@ int main(int argc, char **argv)
     }
     if (s.mount_dir != NULL) {
         int rv = fs_prepare(s.mount_dir);
+        if (rv == IKD_EMOUNTED) {
+            die_usage("--mount %s is the mount of a running server",
+                      s.mount_dir);
+        }
         if (rv != 0) {
             die_usage("--mount %s cannot be used: %s", s.mount_dir,
                       ikd_strerror(rv));
         }
     }
     check_data_dir(&s.cfg);
+    lock_data_dir(&s.cfg);
     ikd_log_node_id = s.cfg.id;
     signal(SIGPIPE, SIG_IGN);
     const char *why;

@@ -37,6 +37,7 @@ static const struct ikd_err_info ikd_errors[] = {
     {IKD_EBUSY, "EBUSY",
      "the leader is busy: too much uncommitted or leadership moving"},
     {IKD_ECHANGING, "ECHANGING", "another membership change is in progress"},
+    {IKD_EMOUNTED, "EMOUNTED", "the mount point is a running server's"},
 };
 
 _Static_assert(sizeof(ikd_errors) / sizeof(ikd_errors[0]) ==

@@ -34,6 +34,8 @@ enum {
                                       leadership is being transferred */
     IKD_ECHANGING,                 /* another membership change is in
                                       progress (Raft 4.1: one at a time) */
+    IKD_EMOUNTED,                  /* the mount point is a running
+                                      server's */
     IKD_ERR_END
 };
 

@@ -121,6 +121,34 @@ def test_status_prints_one_line_a_node_with_one_leader(shared):
     assert [f[2] for f in rows.values()].count("leader") == 1
 
 
+def test_status_lists_every_server_whichever_nodes_are_named(cluster):
+    c = cluster
+    leader = c.wait_leader()
+    follower = c.followers(leader)[0]
+    other = [i for i in c.ids() if i not in (leader, follower)][0]
+
+    # Only a follower named: the others come from its configuration.
+    r = c.cli("status", nodes=[follower])
+    assert r.ok, r
+    rows = parse_status(r.text)
+    assert sorted(rows) == [1, 2, 3], r
+    for i, f in rows.items():
+        assert f[1] == c.nodes[i].addr, r
+    assert rows[leader][2] == "leader", r
+
+    # No leader anywhere: the node named answers for the configuration,
+    # and the silent servers keep their own ids.
+    c.kill(leader)
+    c.kill(other)
+    r = c.cli("status", nodes=[follower, other])
+    assert r.rc == 0, r
+    rows = parse_status(r.text)
+    assert sorted(rows) == [1, 2, 3], r
+    assert rows[other][1:] == [c.nodes[other].addr, "unreachable"], r
+    assert rows[leader][1:] == [c.nodes[leader].addr, "unreachable"], r
+    assert rows[follower][2] in ("follower", "candidate"), r
+
+
 @pytest.mark.parametrize("key", [
     "", "a//b", "../x", "a/../b", "./a", "a/.", ".", "..", "/abs", "a/",
     "x" * 256, "d/" * 2048 + "f"

@@ -169,3 +169,52 @@ def test_restart_with_its_own_data_folder_works(setup):
         c.close(keep=True)
         raise
     c.close()
+
+
+def test_a_running_servers_mount_and_data_folder_are_refused(setup):
+    tmp, ports, spec = setup
+    c = ck.Cluster(n=3, name="in-use")
+    try:
+        c.start()
+        c.wait_leader()
+        assert c.write(1, "f", b"kept\n").ok
+
+        # Another server, with its own port and data folder, on node 1's
+        # mount point: refused, and node 1 keeps its mount.
+        other = str(tmp / "other-data")
+        r = ck.run([ck.SERVER, "--id", "1", "--cluster",
+                    "1=127.0.0.1:%d" % ports[0], "--data", other,
+                    "--mount", c.nodes[1].mount], timeout=10)
+        assert not r.timed_out and r.rc == 2, r
+        assert len(message_lines(r)) == 1, r
+        assert b"--mount" in r.err and b"running server" in r.err, r
+        assert not os.path.exists(other), "wrote %s" % other
+        assert c.read(1, "f") == b"kept\n"
+
+        # The same while node 1 is stopped and cannot answer.
+        c.stop(1)
+        r = ck.run([ck.SERVER, "--id", "1", "--cluster",
+                    "1=127.0.0.1:%d" % ports[0], "--data", other,
+                    "--mount", c.nodes[1].mount], timeout=10)
+        c.cont(1)
+        assert not r.timed_out and r.rc == 2, r
+        assert b"running server" in r.err, r
+        assert c.read(1, "f") == b"kept\n"
+
+        # A second server on node 2's data folder: refused before it
+        # touches the log, and node 2 keeps serving.
+        mount = str(tmp / "other-mount")
+        r = ck.run([ck.SERVER, "--id", "2", "--cluster",
+                    "2=127.0.0.1:%d" % ports[1], "--data",
+                    c.nodes[2].data, "--mount", mount], timeout=10)
+        assert not r.timed_out and r.rc == 2, r
+        assert len(message_lines(r)) == 1, r
+        assert b"--data" in r.err and b"in use" in r.err, r
+        assert ck.mounts_at(mount) == []
+        assert c.write(2, "g", b"after\n").ok
+        assert c.read(3, "g") == b"after\n"
+    except BaseException:
+        print(c.logs_report())
+        c.close(keep=True)
+        raise
+    c.close()
