@@ -293,7 +293,7 @@ static int cmd_ls(struct ikada_client *c,
         printf("%s\n", keys[i]);
     }
     ikada_keys_free(keys, n);
-    return fflush(stdout) == 0 ? EXIT_OK : EXIT_CLUSTER;
+    return EXIT_OK; /* main() checks that the output was written */
 }
 
 static int cmd_status(struct ikada_client *c, int argc)
@@ -548,5 +548,11 @@ int main(int argc, char **argv)
     }
     ikada_client_close(c);
     ikd_tracer_stop();
+    /* Output that could not be written is a failure too, as for get. */
+    if (rv == EXIT_OK && (fflush(stdout) != 0 || ferror(stdout))) {
+        fprintf(stderr, "ikada: writing standard output: %s\n",
+                strerror(errno));
+        rv = EXIT_CLUSTER;
+    }
     return rv;
 }

@@ -1730,10 +1730,23 @@ const struct raft_membership *node_get_members(struct node *n)
 
 size_t node_members_text(struct node *n, char *buf, size_t cap)
 {
+    const struct raft_server *by_id[IKD_MAX_NODES];
+    size_t count = n->members.n < IKD_MAX_NODES ? n->members.n : IKD_MAX_NODES;
     size_t len = 0;
 
-    for (size_t i = 0; i < n->members.n && len < cap; i++) {
-        const struct raft_server *sv = &n->members.servers[i];
+    /* In id order: the configuration keeps servers in the order they
+     * were added. */
+    for (size_t i = 0; i < count; i++) {
+        size_t j = i;
+
+        while (j > 0 && by_id[j - 1]->id > n->members.servers[i].id) {
+            by_id[j] = by_id[j - 1];
+            j--;
+        }
+        by_id[j] = &n->members.servers[i];
+    }
+    for (size_t i = 0; i < count && len < cap; i++) {
+        const struct raft_server *sv = by_id[i];
         int k = snprintf(buf + len, cap - len, "%u %s %s\n", sv->id, sv->addr,
                          sv->voter ? "voter" : "learner");
 

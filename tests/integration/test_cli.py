@@ -149,6 +149,17 @@ def test_status_lists_every_server_whichever_nodes_are_named(cluster):
     assert rows[follower][2] in ("follower", "candidate"), r
 
 
+def test_output_that_cannot_be_written_is_a_failure(shared):
+    c = shared
+    assert c.cli("set", "full-out", "v").ok
+    for args in (("get", "full-out"), ("ls",), ("status",),
+                 ("member", "list")):
+        argv = [ck.CLI, "--cluster", c.cli_cluster()] + list(args)
+        r = ck.run(["sh", "-c", '"$0" "$@" > /dev/full'] + argv, timeout=30)
+        assert r.rc == 3 and not r.timed_out, (args, r)
+        assert r.err.strip(), (args, r)
+
+
 @pytest.mark.parametrize("key", [
     "", "a//b", "../x", "a/../b", "./a", "a/.", ".", "..", "/abs", "a/",
     "x" * 256, "d/" * 2048 + "f"
