@@ -1863,17 +1863,42 @@ static raft_term_t term_of(const struct node *n, raft_index_t index)
 
 /* Plan a compaction once the log holds threshold entries past the latest
  * snapshot point; it goes into the next storage job. */
+/* The highest index at or below the applied one such that the entries
+ * after it up to the applied one hold more than keep bytes; 0 when all
+ * of them together hold no more. */
+static raft_index_t trailing_bytes_point(const struct node *n, uint64_t keep)
+{
+    raft_index_t first = raft_first_index(n->raft);
+    uint64_t sum = 0;
+
+    for (raft_index_t i = n->applied; i >= first && i > 0; i--) {
+        sum += raft_entry_at(n->raft, i)->len;
+        if (sum > keep) {
+            return i;
+        }
+    }
+    return 0;
+}
+
 static void maybe_compact(struct node *n)
 {
     raft_index_t to;
+    bool by_count = n->applied >= n->snap_index + n->cfg.snapshot_threshold;
+    bool by_bytes = n->cfg.snapshot_bytes != 0 &&
+                    raft_log_bytes(n->raft) > n->cfg.snapshot_bytes;
 
     if (n->pend_compact || n->pend_install_path != NULL ||
-        n->applied < n->snap_index + n->cfg.snapshot_threshold) {
+        (!by_count && !by_bytes) || n->applied <= n->snap_index) {
         return;
     }
     to = n->applied > n->cfg.snapshot_trailing
              ? n->applied - n->cfg.snapshot_trailing
              : 0;
+    if (by_bytes) {
+        raft_index_t point = trailing_bytes_point(n, n->cfg.snapshot_bytes / 4);
+
+        to = point > to ? point : to;
+    }
     if (to < raft_first_index(n->raft) || to > raft_persisted_index(n->raft)) {
         return;
     }
@@ -3034,6 +3059,9 @@ static void metrics_state(struct node *n, struct ikd_buf *b)
     ikd_metric_family(b, "ikada_first_log_index", "gauge",
                       "Index of the first entry kept after compaction.");
     ikd_metric_u64(b, "ikada_first_log_index", "", raft_first_index(n->raft));
+    ikd_metric_family(b, "ikada_log_bytes", "gauge",
+                      "Bytes of entry data the log holds.");
+    ikd_metric_u64(b, "ikada_log_bytes", "", raft_log_bytes(n->raft));
     ikd_metric_family(b, "ikada_snapshot_index", "gauge",
                       "Latest snapshot point: compaction or install.");
     ikd_metric_u64(b, "ikada_snapshot_index", "", n->snap_index);

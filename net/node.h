@@ -41,6 +41,11 @@ struct node_config
      * followers that are a little behind (Raft 7). */
     uint64_t snapshot_threshold;
     uint64_t snapshot_trailing;
+    /* Compact also once the log holds this many bytes of entries, keeping
+     * at most a quarter of them behind the snapshot point: large values
+     * must not pile up in memory and on disk until the count is reached.
+     * 0: by count only. */
+    uint64_t snapshot_bytes;
 };
 
 struct node;

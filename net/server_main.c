@@ -27,6 +27,8 @@
 #define DEFAULT_REQUEST_TIMEOUT_MS 5000
 #define DEFAULT_SNAPSHOT_THRESHOLD 10000
 #define DEFAULT_SNAPSHOT_TRAILING 2000
+#define DEFAULT_SNAPSHOT_BYTES (64ull << 20)
+#define MIN_SNAPSHOT_BYTES (1ull << 20)
 
 static const char usage_text[] =
     "usage: ikada-server --id N --cluster 1=HOST:PORT,2=HOST:PORT,...\n"
@@ -39,6 +41,7 @@ static const char usage_text[] =
     "                    [--mount-reads linearizable|local]\n"
     "                    [--metrics-addr HOST:PORT]\n"
     "                    [--snapshot-threshold N] [--snapshot-trailing N]\n"
+    "                    [--snapshot-bytes N]\n"
     "\n"
     "Runs node N of an Ikada cluster.  It serves peers and clients on its\n"
     "own address in --cluster, keeps all durable state in --data, and\n"
@@ -70,6 +73,9 @@ static const char usage_text[] =
     "                           (default 10000)\n"
     "  --snapshot-trailing N    entries kept behind the snapshot point for\n"
     "                           followers a little behind (default 2000)\n"
+    "  --snapshot-bytes N       also compact once the log holds N bytes,\n"
+    "                           keeping at most N/4 of them behind the\n"
+    "                           snapshot point (default 67108864)\n"
     "  --help                   this text\n"
     "\n"
     "IKADA_LOG sets the log level: error, warn, info (default), debug,\n"
@@ -251,6 +257,7 @@ enum {
     OPT_METRICS_ADDR,
     OPT_SNAP_THRESHOLD,
     OPT_SNAP_TRAILING,
+    OPT_SNAP_BYTES,
     OPT_LISTEN,
     OPT_JOIN,
     OPT_RECOVER,
@@ -269,6 +276,7 @@ static const struct option long_options[] = {
     {"metrics-addr", required_argument, NULL, OPT_METRICS_ADDR},
     {"snapshot-threshold", required_argument, NULL, OPT_SNAP_THRESHOLD},
     {"snapshot-trailing", required_argument, NULL, OPT_SNAP_TRAILING},
+    {"snapshot-bytes", required_argument, NULL, OPT_SNAP_BYTES},
     {"listen", required_argument, NULL, OPT_LISTEN},
     {"join", required_argument, NULL, OPT_JOIN},
     {"recover", no_argument, NULL, OPT_RECOVER},
@@ -333,6 +341,10 @@ static void apply_option(struct server *s,
             s->cfg.snapshot_trailing =
                 parse_number("--snapshot-trailing", arg, 0, UINT32_MAX);
             break;
+        case OPT_SNAP_BYTES:
+            s->cfg.snapshot_bytes = parse_number(
+                "--snapshot-bytes", arg, MIN_SNAPSHOT_BYTES, UINT64_MAX / 2);
+            break;
         case OPT_HELP:
             fputs(usage_text, stdout);
             exit(0);
@@ -350,6 +362,7 @@ static void parse_args(struct server *s, int argc, char **argv)
     s->cfg.request_timeout_ms = DEFAULT_REQUEST_TIMEOUT_MS;
     s->cfg.snapshot_threshold = DEFAULT_SNAPSHOT_THRESHOLD;
     s->cfg.snapshot_trailing = DEFAULT_SNAPSHOT_TRAILING;
+    s->cfg.snapshot_bytes = DEFAULT_SNAPSHOT_BYTES;
 
     opterr = 0;
     int opt;
@@ -515,12 +528,14 @@ static void log_start(const struct server *s)
     IKD_INFO("server",
              "starting id=%u addr=%s:%u nodes=%zu data=%s mount=%s "
              "election_timeout_ms=%u heartbeat_ms=%u max_value_bytes=%llu "
-             "snapshot_threshold=%llu snapshot_trailing=%llu",
+             "snapshot_threshold=%llu snapshot_trailing=%llu "
+             "snapshot_bytes=%llu",
              s->cfg.id, self->host, self->port, s->cfg.n_peers, s->cfg.data_dir,
              s->mount_dir ? s->mount_dir : "-", s->cfg.election_timeout_ms,
              s->cfg.heartbeat_ms, (unsigned long long)s->cfg.max_value_bytes,
              (unsigned long long)s->cfg.snapshot_threshold,
-             (unsigned long long)s->cfg.snapshot_trailing);
+             (unsigned long long)s->cfg.snapshot_trailing,
+             (unsigned long long)s->cfg.snapshot_bytes);
 }
 
 static void metrics_render_cb(void *arg, struct ikd_buf *out)

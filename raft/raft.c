@@ -76,6 +76,7 @@ struct raft
     size_t cap_entries;
     raft_index_t first_index;
     raft_term_t prev_term;
+    size_t log_bytes; /* the data of every entry held */
 
     /* commit never decreases and never passes the last index; applied
      * never passes commit; persisted is the durable prefix of the log. */
@@ -534,6 +535,15 @@ static void mark_dirty(struct raft *r, raft_index_t from)
     }
 }
 
+/* Free the data of an entry leaving the log. */
+static void drop_entry(struct raft *r, struct raft_entry *e)
+{
+    assert(r->log_bytes >= e->len);
+    r->log_bytes -= e->len;
+    free(e->data);
+    e->data = NULL;
+}
+
 static int log_append(struct raft *r,
                       raft_term_t term,
                       uint8_t type,
@@ -561,6 +571,7 @@ static int log_append(struct raft *r,
     e->type = type;
     e->len = (uint32_t)len;
     e->data = copy;
+    r->log_bytes += len;
     mark_dirty(r, last_index(r));
     /* Raft 4.1: a configuration takes effect as soon as it is in the log,
      * so that the servers it adds count without waiting for commitment.
@@ -590,7 +601,7 @@ static void log_truncate(struct raft *r, raft_index_t index)
               " -> truncate entries %" PRIu64 "..%" PRIu64,
               index, r->term, index, last);
     for (i = index; i <= last; i++) {
-        free(r->entries[i - r->first_index].data);
+        drop_entry(r, &r->entries[i - r->first_index]);
     }
     r->n_entries = (size_t)(index - r->first_index);
     if (r->persisted >= index) {
@@ -1705,7 +1716,7 @@ static void restore_snapshot(struct raft *r,
               " above commit=%" PRIu64 " -> install it, %s the log after it",
               index, term, r->commit, keep ? "keep" : "drop");
     for (i = 0; i < drop; i++) {
-        free(r->entries[i].data);
+        drop_entry(r, &r->entries[i]);
     }
     r->n_entries -= drop;
     if (r->n_entries > 0) {
@@ -1966,7 +1977,7 @@ static void free_entries(struct raft *r)
     size_t i;
 
     for (i = 0; i < r->n_entries; i++) {
-        free(r->entries[i].data);
+        drop_entry(r, &r->entries[i]);
     }
     r->n_entries = 0;
 }
@@ -2456,7 +2467,7 @@ int raft_compact(struct raft *r, raft_index_t index)
     keep_base_at(r, index);
     r->prev_term = term_at(r, index);
     for (i = 0; i < drop; i++) {
-        free(r->entries[i].data);
+        drop_entry(r, &r->entries[i]);
     }
     r->n_entries -= drop;
     if (r->n_entries > 0) {
@@ -2547,6 +2558,11 @@ raft_index_t raft_persisted_index(const struct raft *r)
 raft_index_t raft_first_index(const struct raft *r)
 {
     return r->first_index;
+}
+
+size_t raft_log_bytes(const struct raft *r)
+{
+    return r->log_bytes;
 }
 
 raft_term_t raft_prev_term(const struct raft *r)

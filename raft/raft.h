@@ -398,6 +398,9 @@ raft_index_t raft_applied_index(const struct raft *r);
  * log: it drops below a truncation point when entries are replaced. */
 raft_index_t raft_persisted_index(const struct raft *r);
 raft_index_t raft_first_index(const struct raft *r);
+/* The bytes of entry data the log holds, from the first index to the
+ * last. */
+size_t raft_log_bytes(const struct raft *r);
 /* The term of the entry before raft_first_index(), 0 at the log's
  * beginning. */
 raft_term_t raft_prev_term(const struct raft *r);

@@ -86,6 +86,37 @@ def test_compaction_bounds_the_log_and_keeps_state(snap_cluster):
     assert c.cli("get", "bench/7").ok
 
 
+def test_large_values_compact_the_log_by_bytes(request):
+    """Far below the entry count that compacts, a log of large values is
+    compacted once it holds --snapshot-bytes, and a follower that missed
+    them catches up from a snapshot."""
+    limit = 2 << 20
+    c = ck.Cluster(name=request.node.name,
+                   extra_args=["--snapshot-bytes", str(limit)])
+    _remember(request.node, c)
+    c.start()
+    leader = c.wait_leader()
+    away = c.followers(leader)[0]
+    c.kill(away)
+    live = [i for i in c.ids() if i != away]
+    value = os.urandom(256 << 10)
+    for k in range(40):  # 10 MiB in 40 entries; the count limit is 10000
+        r = c.cli("set", "big/%d" % (k % 5), "-", input=value, nodes=live)
+        assert r.ok, r
+    for i in live:
+        m = metrics(c, i)
+        assert m["ikada_compactions_total"] >= 1, (i, m)
+        # What remains: at most the limit, plus what came since.
+        assert m["ikada_log_bytes"] <= limit + (256 << 10), (i, m)
+        assert c.status_json(i)["snapshot"] >= 20
+    c.start_node(away)
+    wait_caught_up(c, away, leader)
+    assert metrics(c, away)["ikada_snapshots_installed_total"] >= 1
+    for k in range(5):
+        assert c.read(away, "big/%d" % k) == value
+    c.close(keep=_failed(request.node))
+
+
 def test_follower_away_catches_up_by_snapshot_and_shows_same_files(snap_cluster):
     c = snap_cluster
     c.start()

@@ -659,6 +659,43 @@ static void test_truncate_only_conflicting_entries(void **state)
     raft_free(r);
 }
 
+/* The bytes the log holds follow loading, truncation, compaction and
+ * proposals: the node compacts by them. */
+static void test_log_bytes_follow_every_change_of_the_log(void **state)
+{
+    const raft_term_t mine[] = {1, 1, 2, 2};
+    const raft_term_t theirs[] = {1, 3};
+    struct raft *r = node_new(2, 3);
+    struct raft_update u;
+    struct raft_msg m = append_req(1, 2, 3, 1, 1, 0);
+    raft_index_t index;
+    raft_term_t term;
+
+    (void)state;
+    load_terms(r, 2, 1, mine, 4);
+    assert_int_equal(raft_log_bytes(r), 4);
+
+    /* Entries 3 and 4 give way to the leader's 3. */
+    m.append.entries = make_entries(theirs, 2);
+    m.append.n_entries = 2;
+    assert_int_equal(raft_step(r, &m), 0);
+    assert_int_equal(raft_last_index(r), 3);
+    assert_int_equal(raft_log_bytes(r), 3);
+    raft_get_update(r, &u);
+    raft_persisted(r, 3, 3);
+    assert_int_equal(raft_compact(r, 1), 0);
+    assert_int_equal(raft_log_bytes(r), 2);
+    raft_free(r);
+
+    r = node_new(1, 3);
+    make_leader(r, 3);
+    size_t before = raft_log_bytes(r);
+    assert_int_equal(
+        raft_propose(r, RAFT_ENTRY_COMMAND, "hello", 5, &index, &term), 0);
+    assert_int_equal(raft_log_bytes(r), before + 5);
+    raft_free(r);
+}
+
 static void test_stale_append_does_not_truncate(void **state)
 {
     const raft_term_t mine[] = {1, 1, 1, 1};
@@ -3131,6 +3168,7 @@ int main(void)
         cmocka_unit_test(test_leader_commits_only_own_term_by_counting),
         cmocka_unit_test(test_leader_counts_itself_only_when_persisted),
         cmocka_unit_test(test_truncate_only_conflicting_entries),
+        cmocka_unit_test(test_log_bytes_follow_every_change_of_the_log),
         cmocka_unit_test(test_stale_append_does_not_truncate),
         cmocka_unit_test(test_follower_commit_limited_to_verified_entries),
         cmocka_unit_test(test_append_skips_committed_prefix),
