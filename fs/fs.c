@@ -2294,13 +2294,14 @@ int fs_prepare(const char *mountpoint)
 
 static int fs_session_start(struct fs *f)
 {
-    /* auto_unmount leaves a fusermount3 process watching the session:
-     * should this process die, it unmounts instead of leaving a dead
-     * mount behind. */
+    /* Should this process die, the mount stays, dead: programs using it
+     * get ENOTCONN rather than writing into the folder beneath, which
+     * would look like success and replicate nothing.  The next start
+     * clears it. */
     char *argv[] = {
         "ikada-server",
         "-o",
-        "fsname=ikada,subtype=ikada,default_permissions,auto_unmount",
+        "fsname=ikada,subtype=ikada,default_permissions",
         NULL,
     };
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
