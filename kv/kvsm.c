@@ -1392,14 +1392,75 @@ static int fsm_restore_check(sqlite3 *db, const char *schema)
     return ok ? 0 : IKD_ECORRUPT;
 }
 
+/* Before a snapshot replaces the state: the watched files that it does
+ * not have were removed by commands this node never applied, and their
+ * descriptors keep a copy, as if those commands had been. */
+static int restore_keep_orphans(struct kv_orphans *o,
+                                sqlite3 *db,
+                                const char *schema)
+{
+    struct tx t = {.db = db, .orphans = o};
+    sqlite3_stmt *in_snap;
+    char sql[256];
+    uint64_t *inos;
+    size_t n = kv_orphans_watching(o, NULL, 0);
+    int rv = 0;
+
+    if (n == 0) {
+        return 0;
+    }
+    inos = calloc(n, sizeof(*inos));
+    if (inos == NULL) {
+        return -ENOMEM;
+    }
+    n = kv_orphans_watching(o, inos, n);
+    /* Prepared here rather than cached: the schema is detached after. */
+    snprintf(sql, sizeof(sql), "SELECT 1 FROM %s.inode WHERE ino = ?1",
+             schema);
+    if (sqlite3_prepare_v2(db, sql, -1, &in_snap, NULL) != SQLITE_OK) {
+        free(inos);
+        return IKD_ECORRUPT;
+    }
+    for (size_t i = 0; rv == 0 && i < n; i++) {
+        sqlite3_stmt *st;
+        struct node nd = {.ino = inos[i]};
+        int rc;
+
+        sqlite3_bind_int64(in_snap, 1, (sqlite3_int64)inos[i]);
+        rc = sqlite3_step(in_snap);
+        sqlite3_reset(in_snap);
+        if (rc == SQLITE_ROW) {
+            continue; /* still there after the snapshot */
+        }
+        if (rc != SQLITE_DONE) {
+            rv = kv_db_rv(db, rc);
+            break;
+        }
+        rv = Q(&t, &st, "SELECT is_dir, size FROM main.inode WHERE ino = ?1",
+               I(inos[i]));
+        if (rv != 1) {
+            continue; /* not in the state before either */
+        }
+        nd.is_dir = sqlite3_column_int(st, 0) != 0;
+        nd.size = (uint64_t)sqlite3_column_int64(st, 1);
+        sqlite3_reset(st);
+        rv = nd.is_dir ? 0 : orphan_keep(&t, &nd);
+    }
+    sqlite3_finalize(in_snap);
+    free(inos);
+    return rv < 0 ? rv : 0;
+}
+
 static int fsm_restore(void *ctx, sqlite3 *db, const char *schema)
 {
     char sql[512];
     int rv;
 
-    (void)ctx;
     assert(db != NULL && schema != NULL);
     rv = fsm_restore_check(db, schema);
+    if (rv == 0 && ctx != NULL) {
+        rv = restore_keep_orphans(ctx, db, schema);
+    }
     for (size_t i = 0; rv == 0 && i < sizeof(fsm_tables) / sizeof(*fsm_tables);
          i++) {
         snprintf(sql, sizeof(sql),
@@ -1421,9 +1482,17 @@ static int fsm_restore(void *ctx, sqlite3 *db, const char *schema)
     return rv;
 }
 
+static void fsm_settle(void *ctx, bool committed)
+{
+    if (ctx != NULL) {
+        kv_orphans_settle(ctx, committed);
+    }
+}
+
 const struct kv_sm_ops kv_fsm_ops = {
     .init = fsm_init,
     .apply = fsm_apply,
     .snapshot = fsm_snapshot,
     .restore = fsm_restore,
+    .settle = fsm_settle,
 };

@@ -15,6 +15,11 @@ struct orphan
     bool kept;         /* removed from the state: the copy below is it */
     struct kv_attr attr;
     uint8_t *data; /* attr.size bytes, malloc'd; NULL when empty */
+    /* Handed over by a transaction that has not committed yet: the copy
+     * becomes the file only if it does. */
+    bool pending;
+    struct kv_attr pending_attr;
+    uint8_t *pending_data;
 };
 
 struct kv_orphans
@@ -46,6 +51,7 @@ void kv_orphans_free(struct kv_orphans *o)
     }
     for (size_t i = 0; i < o->n; i++) {
         free(o->v[i].data);
+        free(o->v[i].pending_data);
     }
     free(o->v);
     pthread_mutex_destroy(&o->lock);
@@ -104,6 +110,7 @@ void kv_orphans_unwatch(struct kv_orphans *o, uint64_t ino)
             atomic_fetch_sub(&o->n_kept, 1);
         }
         free(e->data);
+        free(e->pending_data);
         *e = o->v[--o->n];
     }
     pthread_mutex_unlock(&o->lock);
@@ -141,19 +148,58 @@ void kv_orphans_keep(struct kv_orphans *o,
     }
     pthread_mutex_lock(&o->lock);
     e = find(o, a->ino);
-    if (e != NULL) {
-        if (!e->kept) {
-            atomic_fetch_add(&o->n_kept, 1);
-        }
-        free(e->data);
-        e->kept = true;
-        e->attr = *a;
-        e->attr.nlink = 0;
-        e->data = copy;
+    /* A copy kept already is the file, and the state no longer has it. */
+    if (e != NULL && !e->kept) {
+        free(e->pending_data);
+        e->pending = true;
+        e->pending_attr = *a;
+        e->pending_attr.nlink = 0;
+        e->pending_data = copy;
         copy = NULL;
     }
     pthread_mutex_unlock(&o->lock);
     free(copy);
+}
+
+void kv_orphans_settle(struct kv_orphans *o, bool committed)
+{
+    pthread_mutex_lock(&o->lock);
+    for (size_t i = 0; i < o->n; i++) {
+        struct orphan *e = &o->v[i];
+
+        if (!e->pending) {
+            continue;
+        }
+        e->pending = false;
+        if (committed && !e->kept) {
+            atomic_fetch_add(&o->n_kept, 1);
+            free(e->data);
+            e->kept = true;
+            e->attr = e->pending_attr;
+            e->data = e->pending_data;
+        } else {
+            free(e->pending_data);
+        }
+        e->pending_data = NULL;
+    }
+    pthread_mutex_unlock(&o->lock);
+}
+
+size_t kv_orphans_watching(struct kv_orphans *o, uint64_t *inos, size_t cap)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&o->lock);
+    for (size_t i = 0; i < o->n; i++) {
+        if (!o->v[i].kept) {
+            if (n < cap) {
+                inos[n] = o->v[i].ino;
+            }
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&o->lock);
+    return n;
 }
 
 /* The kept copy of ino with the lock held, or NULL (lock released). */

@@ -34,12 +34,21 @@ void kv_orphans_unwatch(struct kv_orphans *o, uint64_t ino);
 
 /* For the state machine, removing file a whose content is data[0..len)
  * (shorter than a->size when it ends in zeros): keep a copy if it is
- * watched.  Out of memory, the copy is not kept. */
+ * watched.  The copy waits for kv_orphans_settle(): it becomes the file
+ * only once the transaction that removes the file commits, and a
+ * transaction rolled back (a full disk) leaves the file where it was.  A
+ * copy kept already stays as it is.  Out of memory, the copy is not
+ * kept. */
 bool kv_orphans_watched(struct kv_orphans *o, uint64_t ino);
 void kv_orphans_keep(struct kv_orphans *o,
                      const struct kv_attr *a,
                      const uint8_t *data,
                      size_t len);
+void kv_orphans_settle(struct kv_orphans *o, bool committed);
+
+/* The watched files without a copy yet, into inos[0..cap); returns how
+ * many there are, which may be more than cap. */
+size_t kv_orphans_watching(struct kv_orphans *o, uint64_t *inos, size_t cap);
 
 /* The copy of ino: its attributes (nlink 0), and reads, writes and size
  * changes on it.  Each returns -ENOENT when there is no copy of ino,

@@ -8,6 +8,7 @@
 #ifndef KV_SM_H
 #define KV_SM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,10 @@ struct kv_sm_ops
      * cannot use.  Table names in schema are the state machine's own. */
     int (*snapshot)(void *ctx, sqlite3 *db, const char *schema);
     int (*restore)(void *ctx, sqlite3 *db, const char *schema);
+    /* Optional: the write transaction of the latest apply() or restore()
+     * calls committed, or rolled back; what they kept outside the
+     * database follows it. */
+    void (*settle)(void *ctx, bool committed);
 };
 
 struct kv_sm

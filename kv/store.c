@@ -997,6 +997,9 @@ int kv_store_write(struct kv_store *s, struct kv_batch *b)
         if (rv != 0 && !sqlite3_get_autocommit(s->db)) {
             store_step(s, ST_ROLLBACK);
         }
+        if (s->sm != NULL && s->sm->ops->settle != NULL) {
+            s->sm->ops->settle(s->sm->ctx, rv == 0);
+        }
     }
     if (b->install_path != NULL) {
         kv_db_exec(s->db, "DETACH snap");

@@ -5,6 +5,9 @@ snapshot plus log."""
 
 import os
 import re
+import select
+import subprocess
+import sys
 
 import pytest
 
@@ -142,6 +145,85 @@ def test_follower_away_catches_up_by_snapshot_and_shows_same_files(snap_cluster)
     # The node that caught up takes part in commits again.
     assert c.sh(away, "echo again > again-file").ok
     assert c.read(leader, "again-file") == b"again\n"
+
+
+# Holds a descriptor open for writing on argv[1] and answers one line a
+# command: "read" (the first 64 bytes, in hex), "write HEX" (at offset 0),
+# "size".  The test process itself holds no descriptor on a mount whose
+# node it stops: the subprocesses it starts meanwhile would flush it on
+# exec, and wait for the stopped node.
+HOLDER = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+print("open", flush=True)
+for line in sys.stdin:
+    cmd = line.split()
+    try:
+        if cmd[0] == "read":
+            out = os.pread(fd, 64, 0).hex()
+        elif cmd[0] == "write":
+            out = str(os.pwrite(fd, bytes.fromhex(cmd[1]), 0))
+        else:
+            out = str(os.fstat(fd).st_size)
+    except OSError as e:
+        out = "error %d" % e.errno
+    print(out, flush=True)
+"""
+
+
+class Holder:
+    def __init__(self, path):
+        self.p = subprocess.Popen([sys.executable, "-c", HOLDER, path],
+                                  stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert self.answer() == "open"
+
+    def answer(self, timeout=10):
+        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
+        assert ready, "the holder did not answer within %d s" % timeout
+        return self.p.stdout.readline().strip()
+
+    def ask(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        return self.answer()
+
+    def close(self):
+        self.p.stdin.close()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait(10)
+
+
+def test_a_file_open_for_writing_survives_a_snapshot_that_removes_it(
+        snap_cluster):
+    c = snap_cluster
+    c.start()
+    leader = c.wait_leader()
+    away = c.followers(leader)[0]
+    live = [i for i in c.ids() if i != away]
+    assert c.write(leader, "held", b"original\n").ok
+    ck.wait_until(lambda: c.exists(away, "held"), 10, what="held on %d" % away)
+    h = Holder(c.nodes[away].path("held"))
+    try:
+        # The removal reaches the node only inside a snapshot: what the
+        # leader sent before compacting fills the node's window first.
+        c.stop(away)
+        bench_puts(c, 1000, nodes=live)
+        assert c.cli("del", "held", nodes=live).ok
+        bench_puts(c, 1000, nodes=live)
+        c.cont(away)
+        wait_caught_up(c, away, leader)
+        assert metrics(c, away)["ikada_snapshots_installed_total"] >= 1
+        assert not c.exists(away, "held")
+        assert h.ask("read") == b"original\n".hex()
+        assert h.ask("write " + b"NEW".hex()) == "3"
+        assert h.ask("read") == b"NEWginal\n".hex()
+        assert h.ask("size") == "9"
+    finally:
+        h.close()
 
 
 def test_kill_during_snapshot_install_converges(snap_cluster):

@@ -1001,6 +1001,49 @@ static int store_apply_one(struct kv_store *s,
     return res.status;
 }
 
+/* A copy handed over inside a transaction becomes the file only if the
+ * transaction commits; once kept, a later hand-over does not replace it
+ * (the state no longer has the file, and the copy took writes). */
+static void test_orphans_follow_the_transaction_that_removes(void **state)
+{
+    struct kv_orphans *o = kv_orphans_new();
+    struct kv_attr a = {.ino = 7, .size = 5, .mode = 0644};
+    uint64_t inos[4];
+    uint8_t buf[8];
+    size_t n;
+
+    (void)state;
+    assert_non_null(o);
+    assert_int_equal(kv_orphans_watch(o, 7), 0);
+    assert_int_equal(kv_orphans_watch(o, 8), 0);
+    assert_int_equal(kv_orphans_watching(o, inos, 4), 2);
+
+    kv_orphans_keep(o, &a, (const uint8_t *)"first", 5);
+    assert_int_equal(kv_orphans_attr(o, 7, &a), -ENOENT); /* not yet */
+    kv_orphans_settle(o, false);
+    assert_int_equal(kv_orphans_attr(o, 7, &a), -ENOENT); /* rolled back */
+    assert_int_equal(kv_orphans_write(o, 7, 0, (const uint8_t *)"x", 1, false,
+                                      16, 1),
+                     -ENOENT);
+
+    kv_orphans_keep(o, &a, (const uint8_t *)"again", 5);
+    kv_orphans_settle(o, true);
+    assert_int_equal(kv_orphans_read(o, 7, 0, sizeof(buf), buf, &n), 0);
+    assert_int_equal(n, 5);
+    assert_memory_equal(buf, "again", 5);
+    assert_int_equal(kv_orphans_watching(o, inos, 4), 1);
+    assert_int_equal(inos[0], 8);
+
+    assert_int_equal(kv_orphans_write(o, 7, 0, (const uint8_t *)"A", 1, false,
+                                      16, 1),
+                     0);
+    kv_orphans_keep(o, &a, (const uint8_t *)"stale", 5);
+    kv_orphans_settle(o, true);
+    assert_int_equal(kv_orphans_read(o, 7, 0, sizeof(buf), buf, &n), 0);
+    assert_memory_equal(buf, "Again", 5);
+    kv_orphans_free(o);
+}
+
 /* The state machine hands the content of a watched file to the orphans
  * in the transaction that removes it, and only of a watched one; the
  * copy then takes reads, writes and size changes, and goes with the
@@ -2943,6 +2986,7 @@ int main(void)
         cmocka_unit_test(test_store_checkpoint_on_its_own_connection),
         cmocka_unit_test(test_store_finish_checkpoint_restarts_wal),
         cmocka_unit_test(test_orphans_keep_removed_watched_files),
+        cmocka_unit_test(test_orphans_follow_the_transaction_that_removes),
         cmocka_unit_test(test_store_truncate_log),
         cmocka_unit_test(test_store_fault_rolls_back_everything),
         cmocka_unit_test(test_store_noop_not_applied),
