@@ -22,7 +22,10 @@ int kv_db_rv(sqlite3 *db, int rc)
         case SQLITE_FULL:
             return -ENOSPC;
         case SQLITE_IOERR:
-            return -EIO;
+            /* A write that filled the disk (growing the WAL index, say)
+             * comes back as an I/O error with ENOSPC underneath. */
+            sys = db != NULL ? sqlite3_system_errno(db) : 0;
+            return sys == ENOSPC || sys == EDQUOT ? -ENOSPC : -EIO;
         case SQLITE_CORRUPT:
         case SQLITE_NOTADB:
             return IKD_ECORRUPT;

@@ -270,10 +270,14 @@ static int store_pragmas(sqlite3 *db)
         return -EIO;
     }
     /* A larger page cache keeps the overflow chain of a 4 MiB value in
-     * memory while it is written a chunk at a time. */
+     * memory while it is written a chunk at a time.  A WAL that grew
+     * large once (checkpoints held off by a full disk, a burst of large
+     * values) is cut back when it starts over, rather than keep its
+     * size for good. */
     return kv_db_exec(db,
                       "PRAGMA synchronous = FULL;"
-                      "PRAGMA cache_size = -16384;");
+                      "PRAGMA cache_size = -16384;"
+                      "PRAGMA journal_size_limit = 67108864;");
 }
 
 static int store_create_meta(sqlite3 *db, raft_id_t node_id)

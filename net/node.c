@@ -217,6 +217,16 @@ struct node
     uint64_t out_retry_ms; /* after a failure, no new try before this */
     struct kv_snapshot_info out_info;
     struct snap_send *senders[IKD_MAX_NODES]; /* in any slot */
+    /* Snapshot transfers that failed in a row, by peer (in any slot): the
+     * next one to that peer waits, longer after each failure, so that a
+     * follower whose disk is full is not sent the whole file again and
+     * again. */
+    struct snap_retry
+    {
+        raft_id_t peer; /* 0: free */
+        unsigned fails;
+        uint64_t not_before_ms;
+    } snap_retry[IKD_MAX_NODES];
     struct snap_recv *recv;
     char *recv_path;     /* a received file the core may take */
     unsigned snap_async; /* snapshot work and file requests in flight */
@@ -1825,6 +1835,68 @@ static void on_client_req(struct node *n,
 #define SNAP_INSTALL_TIMEOUT_MS 20000
 /* A transfer that made no progress for this long is dropped. */
 #define SNAP_IDLE_TIMEOUT_MS 30000
+/* After a failed transfer, the next one to the same follower waits this
+ * long, doubled for each further failure in a row, up to the most. */
+#define SNAP_RETRY_MIN_MS 200
+#define SNAP_RETRY_MAX_MS 10000
+
+_Static_assert(SNAP_RETRY_MAX_MS < SNAP_IDLE_TIMEOUT_MS,
+               "a sender waiting to retry must not look idle");
+
+/* The retry record of peer, made when missing (NULL when full). */
+static struct snap_retry *snap_retry_of(struct node *n, raft_id_t peer)
+{
+    struct snap_retry *free_slot = NULL;
+
+    for (size_t i = 0; i < IKD_MAX_NODES; i++) {
+        if (n->snap_retry[i].peer == peer) {
+            return &n->snap_retry[i];
+        }
+        if (n->snap_retry[i].peer == 0 && free_slot == NULL) {
+            free_slot = &n->snap_retry[i];
+        }
+    }
+    if (free_slot != NULL) {
+        *free_slot = (struct snap_retry){.peer = peer};
+    }
+    return free_slot;
+}
+
+static void snap_retry_failed(struct node *n, raft_id_t peer)
+{
+    struct snap_retry *r = snap_retry_of(n, peer);
+    uint64_t delay = SNAP_RETRY_MIN_MS;
+
+    if (r == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < r->fails && delay < SNAP_RETRY_MAX_MS; i++) {
+        delay *= 2;
+    }
+    r->fails++;
+    r->not_before_ms =
+        now_ms(n) + (delay < SNAP_RETRY_MAX_MS ? delay : SNAP_RETRY_MAX_MS);
+}
+
+/* Whether a transfer to peer may start now. */
+static bool snap_retry_due(struct node *n, raft_id_t peer)
+{
+    for (size_t i = 0; i < IKD_MAX_NODES; i++) {
+        if (n->snap_retry[i].peer == peer) {
+            return now_ms(n) >= n->snap_retry[i].not_before_ms;
+        }
+    }
+    return true;
+}
+
+static void snap_retry_clear(struct node *n, raft_id_t peer)
+{
+    for (size_t i = 0; i < IKD_MAX_NODES; i++) {
+        if (n->snap_retry[i].peer == peer) {
+            n->snap_retry[i].peer = 0;
+        }
+    }
+}
 
 static int data_path(const struct node *n, const char *name, char **out)
 {
@@ -2004,6 +2076,7 @@ static void sender_stop(struct node *n, struct snap_send *s, bool failed)
     }
     if (failed) {
         n->stats.snapshots_failed++;
+        snap_retry_failed(n, s->peer);
         raft_snapshot_failed(n->raft, s->peer);
     }
     if (s->reading) {
@@ -2135,7 +2208,9 @@ static void senders_start_waiting(struct node *n)
             continue;
         }
         if (n->out_ready && n->out_info.index >= s->need) {
-            sender_open(n, s);
+            if (snap_retry_due(n, s->peer)) {
+                sender_open(n, s);
+            }
         } else if (now_ms(n) >= n->out_retry_ms) {
             snapshot_file_ensure(n, s->need);
         }
@@ -2231,10 +2306,12 @@ static void snapshot_send_start(struct node *n,
     s->peer = peer;
     s->need = need;
     s->fd = -1;
+    /* Idle from now on, while the file is made or a retry waits. */
+    s->progress_ms = now_ms(n);
     *slot = s;
     n->stats.snapshots_sent++;
     snapshot_file_ensure(n, need);
-    if (n->out_ready && n->out_info.index >= need) {
+    if (n->out_ready && n->out_info.index >= need && snap_retry_due(n, peer)) {
         sender_open(n, s);
     }
 }
@@ -2272,6 +2349,7 @@ static void on_snap_ack(struct node *n,
         if (!s->done) {
             s->done = true;
             s->progress_ms = now_ms(n);
+            snap_retry_clear(n, from);
         }
         return;
     }
@@ -2472,10 +2550,16 @@ static void recv_write_cb(uv_fs_t *req)
         return;
     }
     if (wrote != (ssize_t)r->len) {
+        /* A regular file written short has filled the disk. */
+        int err = wrote < 0 ? (int)wrote : -ENOSPC;
+
         IKD_WARN(NODE_MOD, "snapshot: writing the file failed: %s -> drop it",
-                 wrote < 0 ? uv_strerror((int)wrote) : "short write");
-        send_snap_ack(n, r->leader, &r->id, r->received,
-                      wrote < 0 ? (int)wrote : -EIO);
+                 ikd_strerror(err));
+        /* Until a storage job succeeds, requests here fail at once with
+         * the disk's error rather than wait for a state that cannot
+         * arrive. */
+        n->storage_rv = err;
+        send_snap_ack(n, r->leader, &r->id, r->received, err);
         recv_discard(n);
         return;
     }
@@ -2924,6 +3008,14 @@ int node_start(uv_loop_t *loop,
     }
     int rv = node_init(n, loop, cfg);
     if (rv == 0) {
+        rv = node_open_storage(n);
+    }
+    if ((rv == -ENOSPC || rv == -EIO) && n->store == NULL) {
+        /* The database could not be opened.  Snapshot files are only ever
+         * temporary, and one left behind may be what fills the disk. */
+        kv_orphans_free(n->orphans);
+        n->orphans = NULL;
+        remove_snapshot_files(n);
         rv = node_open_storage(n);
     }
     if (rv == 0) {

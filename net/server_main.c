@@ -632,7 +632,8 @@ int main(int argc, char **argv)
         if (rv == IKD_ENODEID) {
             die_usage("--data %s belongs to another node id", s.cfg.data_dir);
         }
-        die_usage("cannot start: %s", ikd_strerror(rv));
+        die_usage("cannot start with --data %s: %s", s.cfg.data_dir,
+                  ikd_strerror(rv));
     }
     uv_run(s.loop, UV_RUN_DEFAULT);
     ikd_tracer_stop();
