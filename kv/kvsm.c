@@ -1415,8 +1415,7 @@ static int restore_keep_orphans(struct kv_orphans *o,
     }
     n = kv_orphans_watching(o, inos, n);
     /* Prepared here rather than cached: the schema is detached after. */
-    snprintf(sql, sizeof(sql), "SELECT 1 FROM %s.inode WHERE ino = ?1",
-             schema);
+    snprintf(sql, sizeof(sql), "SELECT 1 FROM %s.inode WHERE ino = ?1", schema);
     if (sqlite3_prepare_v2(db, sql, -1, &in_snap, NULL) != SQLITE_OK) {
         free(inos);
         return IKD_ECORRUPT;

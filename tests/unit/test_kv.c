@@ -1022,9 +1022,9 @@ static void test_orphans_follow_the_transaction_that_removes(void **state)
     assert_int_equal(kv_orphans_attr(o, 7, &a), -ENOENT); /* not yet */
     kv_orphans_settle(o, false);
     assert_int_equal(kv_orphans_attr(o, 7, &a), -ENOENT); /* rolled back */
-    assert_int_equal(kv_orphans_write(o, 7, 0, (const uint8_t *)"x", 1, false,
-                                      16, 1),
-                     -ENOENT);
+    assert_int_equal(
+        kv_orphans_write(o, 7, 0, (const uint8_t *)"x", 1, false, 16, 1),
+        -ENOENT);
 
     kv_orphans_keep(o, &a, (const uint8_t *)"again", 5);
     kv_orphans_settle(o, true);
@@ -1034,9 +1034,8 @@ static void test_orphans_follow_the_transaction_that_removes(void **state)
     assert_int_equal(kv_orphans_watching(o, inos, 4), 1);
     assert_int_equal(inos[0], 8);
 
-    assert_int_equal(kv_orphans_write(o, 7, 0, (const uint8_t *)"A", 1, false,
-                                      16, 1),
-                     0);
+    assert_int_equal(
+        kv_orphans_write(o, 7, 0, (const uint8_t *)"A", 1, false, 16, 1), 0);
     kv_orphans_keep(o, &a, (const uint8_t *)"stale", 5);
     kv_orphans_settle(o, true);
     assert_int_equal(kv_orphans_read(o, 7, 0, sizeof(buf), buf, &n), 0);
