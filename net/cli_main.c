@@ -45,7 +45,8 @@ static void usage(FILE *f)
         "  get --local KEY    a possibly stale read from the first node\n"
         "  del KEY            remove KEY\n"
         "  cas KEY OLD NEW    set KEY to NEW if it holds OLD (exit 1 if "
-        "not)\n"
+        "not;\n"
+        "                     NEW \"-\" reads standard input)\n"
         "  cas --absent KEY NEW\n"
         "                     set KEY to NEW if it does not exist\n"
         "  ls [PREFIX]        keys under PREFIX (the key PREFIX, or keys in "
@@ -256,8 +257,26 @@ static int cmd_cas(struct ikada_client *c,
     }
     key = argv[absent ? 2 : 1];
     old = absent ? NULL : argv[2];
-    rv = ikada_cas(c, key, old, old != NULL ? strlen(old) : 0, argv[3],
-                   strlen(argv[3]));
+    if (strcmp(argv[3], "-") == 0) {
+        /* As for set: the new value comes from standard input. */
+        uint8_t *value = NULL;
+        size_t len = 0;
+
+        rv = read_stdin(&value, &len);
+        if (rv == -EFBIG) {
+            return report(rv, key, o);
+        }
+        if (rv != 0) {
+            fprintf(stderr, "ikada: reading standard input: %s\n",
+                    strerror(-rv));
+            return EXIT_USAGE;
+        }
+        rv = ikada_cas(c, key, old, old != NULL ? strlen(old) : 0, value, len);
+        free(value);
+    } else {
+        rv = ikada_cas(c, key, old, old != NULL ? strlen(old) : 0, argv[3],
+                       strlen(argv[3]));
+    }
     if (rv == -ECANCELED) {
         fprintf(stderr, "ikada: '%s' did not hold the expected value\n", key);
         return EXIT_NOT_FOUND;

@@ -149,6 +149,19 @@ def test_status_lists_every_server_whichever_nodes_are_named(cluster):
     assert rows[follower][2] in ("follower", "candidate"), r
 
 
+def test_cas_sets_only_over_the_expected_value_and_reads_stdin(shared):
+    c = shared
+    assert c.cli("cas", "--absent", "cas-k", "one").ok
+    r = c.cli("cas", "--absent", "cas-k", "two")
+    assert r.rc == 1 and r.err.strip(), r
+    r = c.cli("cas", "cas-k", "nope", "two")
+    assert r.rc == 1 and r.err.strip(), r
+    value = bytes(range(256)) * 4
+    r = c.cli("cas", "cas-k", "one", "-", input=value)
+    assert r.ok, r
+    assert c.cli("get", "cas-k").out == value
+
+
 def test_output_that_cannot_be_written_is_a_failure(shared):
     c = shared
     assert c.cli("set", "full-out", "v").ok
