@@ -223,11 +223,12 @@ static int pack_forward_resp(msgpack_packer *pk,
     return rv;
 }
 
-/* NET_READ_INDEX: [v, 5, req_id u64] */
+/* NET_READ_INDEX: [v, 5, req_id u64, term u64] */
 static int pack_read_index(msgpack_packer *pk, const struct net_read_index *r)
 {
-    int rv = pack_head(pk, NET_READ_INDEX, 1);
+    int rv = pack_head(pk, NET_READ_INDEX, 2);
     rv |= msgpack_pack_uint64(pk, r->req_id);
+    rv |= msgpack_pack_uint64(pk, r->term);
     return rv;
 }
 
@@ -833,6 +834,7 @@ static int decode_body(struct cursor *c, struct net_msg *m)
             break;
         case NET_READ_INDEX:
             m->read_index.req_id = get_u64(c, UINT64_MAX);
+            m->read_index.term = more(c) ? get_u64(c, UINT64_MAX) : 0;
             break;
         case NET_READ_INDEX_RESP:
             m->read_index_resp.req_id = get_u64(c, UINT64_MAX);

@@ -97,6 +97,7 @@ struct net_forward_resp
 struct net_read_index
 {
     uint64_t req_id;
+    raft_term_t term; /* the asking node's term when it asked; 0: unknown */
 };
 
 struct net_read_index_resp

@@ -1002,6 +1002,7 @@ static void read_index_remote(struct node *n, struct waiter *w)
 {
     struct net_msg m = {.kind = NET_READ_INDEX};
     m.read_index.req_id = w->id;
+    m.read_index.term = raft_term(n->raft);
     if (net_send_peer(n->transport, n->leader, &m) == 0) {
         w->stage = W_FORWARDED;
     }
@@ -1254,6 +1255,7 @@ static void on_forward_resp(struct node *n, const struct net_forward_resp *r)
 
 static void on_read_index(struct node *n,
                           uint64_t conn_id,
+                          raft_id_t from,
                           const struct net_read_index *r)
 {
     struct remote_read *rr = calloc(1, sizeof(*rr));
@@ -1264,7 +1266,7 @@ static void on_read_index(struct node *n,
     rr->ctx = ++n->next_id;
     rr->conn_id = conn_id;
     rr->req_id = r->req_id;
-    int rv = raft_read_index(n->raft, rr->ctx);
+    int rv = raft_read_index_from(n->raft, rr->ctx, from, r->term);
     if (rv != 0) {
         send_read_index_resp(n, conn_id, r->req_id, rv, 0);
         free(rr);
@@ -2752,7 +2754,7 @@ static void transport_msg_cb(void *ctx,
             break;
         case NET_READ_INDEX:
             if (from_peer) {
-                on_read_index(n, conn_id, &m->read_index);
+                on_read_index(n, conn_id, from, &m->read_index);
             }
             break;
         case NET_READ_INDEX_RESP:

@@ -2334,6 +2334,32 @@ int raft_read_index(struct raft *r, uint64_t ctx)
     return 0;
 }
 
+int raft_read_index_from(struct raft *r,
+                         uint64_t ctx,
+                         raft_id_t from,
+                         raft_term_t from_term)
+{
+    size_t i;
+
+    if (r->role != RAFT_LEADER) {
+        return IKD_ENOTLEADER;
+    }
+    /* Raft 6.4 with the asking follower as the round: it was in this
+     * term when it asked, after the read began, so it had voted in no
+     * later term; with this leader, still in this term, that makes a
+     * majority that no newer leader could have been elected without.
+     * Only where two voters are a majority. */
+    if (from_term == r->term && from != r->cfg.id && self_votes(r) &&
+        quorum(r) <= 2 && term_at(r, r->commit) == r->term) {
+        for (i = 0; i < r->conf.n; i++) {
+            if (r->conf.servers[i].id == from && slot_votes(r, i)) {
+                return push_ready(r, ctx, r->commit);
+            }
+        }
+    }
+    return raft_read_index(r, ctx);
+}
+
 bool raft_has_update(const struct raft *r)
 {
     size_t i;

@@ -321,6 +321,15 @@ int raft_propose(struct raft *r,
  * retries). */
 int raft_read_index(struct raft *r, uint64_t ctx);
 
+/* The same for a read that voter from asked for while in from_term: where
+ * the two of them are a majority and from_term is the current term, the
+ * request itself confirms the leadership and the read point is reported
+ * at once, without a round. */
+int raft_read_index_from(struct raft *r,
+                         uint64_t ctx,
+                         raft_id_t from,
+                         raft_term_t from_term);
+
 /* Hand leadership to target, or with target 0 to the follower whose log
  * matches the most (Raft 3.10).  The leader stops taking proposals, brings
  * the target's log up to date, then sends it RAFT_MSG_TIMEOUT_NOW; the

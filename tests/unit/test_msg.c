@@ -189,9 +189,11 @@ static void test_forward_and_read_index_round_trip(void **state)
 
     m.kind = NET_READ_INDEX;
     m.read_index.req_id = 44;
+    m.read_index.term = 7;
     assert_int_equal(round_trip(&m, &d, &frame), 0);
     assert_int_equal(d.kind, NET_READ_INDEX);
     assert_int_equal(d.read_index.req_id, 44);
+    assert_int_equal(d.read_index.term, 7);
     free(frame);
 
     m.kind = NET_READ_INDEX_RESP;

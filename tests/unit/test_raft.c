@@ -1242,6 +1242,52 @@ static void test_read_index_completes_after_majority_echo(void **state)
     raft_free(r);
 }
 
+/* A read asked for by a voter in the current term needs no round where
+ * the two are a majority; otherwise it waits for one as any read. */
+static void test_read_asked_by_a_voter_in_this_term_needs_no_round(void **state)
+{
+    struct raft *r = steady_leader();
+    struct raft *five;
+    struct raft_update u;
+
+    (void)state;
+    assert_int_equal(raft_read_index_from(r, 1, 2, raft_term(r)), 0);
+    raft_get_update(r, &u);
+    assert_int_equal(u.n_reads, 1);
+    assert_int_equal(u.reads[0].ctx, 1);
+    assert_int_equal(u.reads[0].index, 1);
+
+    /* Asked in an older term: it proves nothing about this one. */
+    assert_int_equal(raft_read_index_from(r, 2, 2, raft_term(r) - 1), 0);
+    raft_get_update(r, &u);
+    assert_int_equal(u.n_reads, 0);
+    assert_non_null(find_msg(&u, RAFT_MSG_APPEND, 2));
+    /* Asked by a server that is not in the configuration. */
+    assert_int_equal(raft_read_index_from(r, 3, 9, raft_term(r)), 0);
+    raft_get_update(r, &u);
+    assert_int_equal(u.n_reads, 0);
+    raft_free(r);
+
+    /* Five voters: the leader and the asker are no majority. */
+    five = node_new(1, 5);
+    make_leader(five, 5);
+    raft_get_update(five, &u);
+    for (raft_id_t id = 2; id <= 5; id++) {
+        ack_all(five, id);
+    }
+    raft_get_update(five, &u);
+    assert_int_equal(raft_commit(five), 1);
+    assert_int_equal(raft_read_index_from(five, 4, 2, raft_term(five)), 0);
+    raft_get_update(five, &u);
+    assert_int_equal(u.n_reads, 0);
+    raft_free(five);
+
+    /* Not the leader. */
+    r = node_new(2, 3);
+    assert_int_equal(raft_read_index_from(r, 5, 1, 0), IKD_ENOTLEADER);
+    raft_free(r);
+}
+
 static void test_reads_during_round_join_next_round(void **state)
 {
     struct raft *r = steady_leader();
@@ -3187,6 +3233,8 @@ int main(void)
         cmocka_unit_test(test_single_node_read_ready_at_once),
         cmocka_unit_test(test_read_index_waits_for_own_term_commit),
         cmocka_unit_test(test_read_index_completes_after_majority_echo),
+        cmocka_unit_test(
+            test_read_asked_by_a_voter_in_this_term_needs_no_round),
         cmocka_unit_test(test_reads_during_round_join_next_round),
         cmocka_unit_test(test_leader_loss_drops_pending_reads),
         cmocka_unit_test(test_error_codes_map_to_errno),
