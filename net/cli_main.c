@@ -5,6 +5,7 @@
  * the timeout, or failed the request. */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -508,6 +509,33 @@ static int parse_options(int argc, char **argv, struct options *o)
     return 0;
 }
 
+/* Output that could not be written is a failure too, as for get. */
+static int check_output(int rv)
+{
+    if (rv == EXIT_OK && (fflush(stdout) != 0 || ferror(stdout))) {
+        fprintf(stderr, "ikada: writing standard output: %s\n",
+                strerror(errno));
+        rv = EXIT_CLUSTER;
+    }
+    return rv;
+}
+
+/* A closed standard stream would be taken by the first socket, and the
+ * output meant for it would go to a server: give it /dev/null, read only,
+ * so that writing to it fails as it should. */
+static void keep_std_fds_taken(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int null = open("/dev/null", O_RDONLY);
+
+            if (null >= 0 && null != fd) {
+                close(null); /* a lower one was free after all */
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct ikada_client *c;
@@ -516,6 +544,8 @@ int main(int argc, char **argv)
     char **args;
     int n_args;
     int rv;
+
+    keep_std_fds_taken();
 
     rv = parse_options(argc, argv, &o);
     if (rv != 0) {
@@ -529,7 +559,7 @@ int main(int argc, char **argv)
     n_args = argc - optind;
 
     if (strcmp(cmd, "inspect") == 0) {
-        return cmd_inspect(n_args, args);
+        return check_output(cmd_inspect(n_args, args));
     }
     if (ikada_client_open(o.cluster, o.timeout_ms, &c) != 0) {
         fprintf(stderr, "ikada: invalid cluster list '%s'\n", o.cluster);
@@ -567,11 +597,5 @@ int main(int argc, char **argv)
     }
     ikada_client_close(c);
     ikd_tracer_stop();
-    /* Output that could not be written is a failure too, as for get. */
-    if (rv == EXIT_OK && (fflush(stdout) != 0 || ferror(stdout))) {
-        fprintf(stderr, "ikada: writing standard output: %s\n",
-                strerror(errno));
-        rv = EXIT_CLUSTER;
-    }
-    return rv;
+    return check_output(rv);
 }

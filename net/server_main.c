@@ -437,7 +437,9 @@ static void check_port(const struct net_peer *self, const char *what)
 
 /* The data folder must be a usable folder; an existing database must
  * belong to this node id.  Checked without writing anything. */
-static void check_data_dir(const struct node_config *cfg)
+/* Check the data folder when it exists (true), else create it if told to
+ * (false). */
+static bool check_data_dir(const struct node_config *cfg, bool create)
 {
     struct stat st;
     if (stat(cfg->data_dir, &st) == 0) {
@@ -448,15 +450,16 @@ static void check_data_dir(const struct node_config *cfg)
             die_usage("--data %s is not writable: %s", cfg->data_dir,
                       strerror(errno));
         }
-        return;
+        return true;
     }
     if (errno != ENOENT) {
         die_usage("--data %s: %s", cfg->data_dir, strerror(errno));
     }
-    if (mkdir(cfg->data_dir, 0755) != 0) {
+    if (create && mkdir(cfg->data_dir, 0755) != 0) {
         die_usage("cannot create --data %s: %s", cfg->data_dir,
                   strerror(errno));
     }
+    return false;
 }
 
 /* Hold an exclusive lock on the data folder for the life of the process:
@@ -604,6 +607,13 @@ int main(int argc, char **argv)
     if (s.metrics_addr.port != 0) {
         check_port(&s.metrics_addr, "--metrics-addr");
     }
+    /* A data folder in use is refused before the mount point is touched
+     * (a dead mount cleared, a folder made); a new one is only made once
+     * the mount point proved usable. */
+    bool data_exists = check_data_dir(&s.cfg, false);
+    if (data_exists) {
+        lock_data_dir(&s.cfg);
+    }
     if (s.mount_dir != NULL) {
         int rv = fs_prepare(s.mount_dir);
         if (rv == IKD_EMOUNTED) {
@@ -615,8 +625,10 @@ int main(int argc, char **argv)
                       ikd_strerror(rv));
         }
     }
-    check_data_dir(&s.cfg);
-    lock_data_dir(&s.cfg);
+    if (!data_exists) {
+        check_data_dir(&s.cfg, true);
+        lock_data_dir(&s.cfg);
+    }
     ikd_log_node_id = s.cfg.id;
     signal(SIGPIPE, SIG_IGN);
     const char *why;

@@ -171,6 +171,13 @@ def test_output_that_cannot_be_written_is_a_failure(shared):
         r = ck.run(["sh", "-c", '"$0" "$@" > /dev/full'] + argv, timeout=30)
         assert r.rc == 3 and not r.timed_out, (args, r)
         assert r.err.strip(), (args, r)
+    r = ck.run(["sh", "-c", '"$0" inspect "$1" > /dev/full', ck.CLI,
+                c.nodes[1].data], timeout=30)
+    assert r.rc == 3 and r.err.strip(), r
+    # A closed standard output must not become the connection to a node.
+    argv = [ck.CLI, "--cluster", c.cli_cluster(), "get", "full-out"]
+    r = ck.run(["sh", "-c", '"$0" "$@" >&-'] + argv, timeout=30)
+    assert r.rc == 3 and r.err.strip(), r
 
 
 @pytest.mark.parametrize("key", [

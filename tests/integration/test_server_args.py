@@ -213,6 +213,17 @@ def test_a_running_servers_mount_and_data_folder_are_refused(setup):
         assert ck.mounts_at(mount) == []
         assert c.write(2, "g", b"after\n").ok
         assert c.read(3, "g") == b"after\n"
+
+        # Refused for its data folder, a start leaves a dead mount alone:
+        # clearing it would let writes land in the folder beneath.
+        c.kill(3)
+        r = ck.run([ck.SERVER, "--id", "2", "--cluster",
+                    "2=127.0.0.1:%d" % ports[1], "--data",
+                    c.nodes[2].data, "--mount", c.nodes[3].mount], timeout=10)
+        assert not r.timed_out and r.rc == 2, r
+        assert len(message_lines(r)) == 1, r
+        r = ck.run(["stat", c.nodes[3].mount], timeout=10)
+        assert not r.ok and "not connected" in r.errtext, r
     except BaseException:
         print(c.logs_report())
         c.close(keep=True)
