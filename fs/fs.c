@@ -2253,12 +2253,89 @@ static char *fs_abs_path(const char *mountpoint)
     return out;
 }
 
+/* The full path of mountpoint, symbolic links and "." resolved, found by
+ * a child that a stopped server's mount on the way can keep waiting but
+ * not this process: 0 with *out malloc'd, IKD_EMOUNTED when the child did
+ * not finish within FS_PROBE_MS, or a negative errno (the last component
+ * missing, or a dead mount). */
+static int fs_resolve(const char *path, char **out)
+{
+    char buf[PATH_MAX];
+    size_t len = 0;
+    int fds[2];
+    int status;
+    pid_t pid;
+
+    if (pipe(fds) != 0) {
+        return -errno;
+    }
+    pid = fork();
+    if (pid < 0) {
+        int e = errno;
+
+        close(fds[0]);
+        close(fds[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        char full[PATH_MAX];
+        size_t n;
+
+        close(fds[0]);
+        if (realpath(path, full) == NULL) {
+            _exit(1);
+        }
+        n = strlen(full);
+        _exit(write(fds[1], full, n) == (ssize_t)n ? 0 : 1);
+    }
+    close(fds[1]);
+    for (int waited_ms = 0;; waited_ms += FS_PROBE_STEP_MS) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+
+        if (r == pid) {
+            break;
+        }
+        if (waited_ms >= FS_PROBE_MS || (r < 0 && errno != EINTR)) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            close(fds[0]);
+            return IKD_EMOUNTED;
+        }
+        usleep(FS_PROBE_STEP_MS * 1000);
+    }
+    for (;;) {
+        ssize_t n = read(fds[0], buf + len, sizeof(buf) - 1 - len);
+
+        if (n <= 0) {
+            break;
+        }
+        len += (size_t)n;
+    }
+    close(fds[0]);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || len == 0) {
+        return -ENOENT;
+    }
+    buf[len] = '\0';
+    *out = strdup(buf);
+    return *out != NULL ? 0 : -ENOMEM;
+}
+
 static int fs_prepare_mountpoint(const char *mountpoint, char **abs)
 {
     int rv = fs_mkdirs(mountpoint);
+    int resolved;
 
-    /* mkdir fails with ENOTCONN on a dead mount: clear it and retry. */
-    *abs = fs_abs_path(mountpoint);
+    /* mkdir fails with ENOTCONN on a dead mount: clear it and retry.  A
+     * path that resolves names the folder itself, however it was written
+     * (a link, "."), so that a running server's mount is recognized. */
+    *abs = NULL;
+    resolved = fs_resolve(mountpoint, abs);
+    if (resolved == IKD_EMOUNTED) {
+        return IKD_EMOUNTED;
+    }
+    if (resolved != 0) {
+        *abs = fs_abs_path(mountpoint);
+    }
     if (*abs == NULL) {
         return rv != 0 ? rv : -ENOMEM;
     }

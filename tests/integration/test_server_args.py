@@ -190,6 +190,17 @@ def test_a_running_servers_mount_and_data_folder_are_refused(setup):
         assert b"--mount" in r.err and b"running server" in r.err, r
         assert not os.path.exists(other), "wrote %s" % other
         assert c.read(1, "f") == b"kept\n"
+        # The same mount point named through a link, or with "/.".
+        link = str(tmp / "link")
+        os.symlink(c.nodes[1].mount, link)
+        for mount in (link, c.nodes[1].mount + "/."):
+            r = ck.run([ck.SERVER, "--id", "1", "--cluster",
+                        "1=127.0.0.1:%d" % ports[0], "--data", other,
+                        "--mount", mount], timeout=10)
+            assert not r.timed_out and r.rc == 2, r
+            assert b"running server" in r.err, r
+        assert len(ck.mounts_at(c.nodes[1].mount)) == 1
+        assert c.read(1, "f") == b"kept\n"
 
         # The same while node 1 is stopped and cannot answer.
         c.stop(1)
