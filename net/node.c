@@ -39,6 +39,11 @@
 #include "trace.h"
 
 #define NODE_MOD "node"
+/* One storage job writes at most this many bytes of log entries, and
+ * applies at most as many, but at least one entry each: a large backlog
+ * (a follower catching up, a disk that had filled) goes in several
+ * transactions, none of which needs much more memory or free space. */
+#define NODE_JOB_MAX_BYTES (16u << 20)
 
 /* Messages held until a job is durable.  Only messages without entries
  * are held (see send_or_hold), so a copy of the struct owns nothing. */
@@ -148,6 +153,7 @@ struct node_stats
     uint64_t reads_failed;
     uint64_t storage_writes;
     uint64_t storage_failures;
+    uint64_t appends_dropped; /* entries refused while storage fails */
     uint64_t entries_persisted;
     uint64_t entries_applied;
     uint64_t compactions;
@@ -454,28 +460,56 @@ static bool pending_has_work(const struct node *n)
            n->pend_install_path != NULL;
 }
 
-static int job_fill_log(struct node *n, struct job *j)
+/* The last index from..to holding at most max_bytes of entry data, but
+ * at least from itself. */
+static raft_index_t bytes_end(const struct node *n,
+                              raft_index_t from,
+                              raft_index_t to,
+                              size_t max_bytes)
+{
+    size_t bytes = raft_entry_at(n->raft, from)->len;
+    raft_index_t end = from;
+
+    while (end < to) {
+        size_t len = raft_entry_at(n->raft, end + 1)->len;
+        if (bytes + len > max_bytes) {
+            break;
+        }
+        bytes += len;
+        end++;
+    }
+    return end;
+}
+
+/* Returns whether the job holds the whole pending log. */
+static int job_fill_log(struct node *n, struct job *j, bool *whole)
 {
     raft_index_t last = raft_last_index(n->raft);
     j->batch.log_from = n->pend_log_from;
+    *whole = true;
     if (n->pend_log_from <= last) {
+        raft_index_t end =
+            bytes_end(n, n->pend_log_from, last, NODE_JOB_MAX_BYTES);
         int rv =
-            copy_entries(n, n->pend_log_from, last, &j->log_entries, &j->n_log);
+            copy_entries(n, n->pend_log_from, end, &j->log_entries, &j->n_log);
         if (rv != 0) {
             return rv;
         }
-        j->persist_index = last;
-        j->persist_term = raft_entry_at(n->raft, last)->term;
+        j->persist_index = end;
+        j->persist_term = raft_entry_at(n->raft, end)->term;
+        *whole = end == last;
     }
     j->batch.entries = j->log_entries;
     j->batch.n_entries = j->n_log;
     return 0;
 }
 
-static int job_fill_apply(struct node *n, struct job *j)
+/* Applies committed entries up to at most to. */
+static int job_fill_apply(struct node *n, struct job *j, raft_index_t to)
 {
     raft_index_t from = n->apply_queued + 1;
-    int rv = copy_entries(n, from, n->commit, &j->apply_entries, &j->n_apply);
+    to = bytes_end(n, from, to, NODE_JOB_MAX_BYTES);
+    int rv = copy_entries(n, from, to, &j->apply_entries, &j->n_apply);
     if (rv != 0) {
         return rv;
     }
@@ -516,10 +550,17 @@ static struct job *job_build(struct node *n)
     j->batch.hard_state = n->pend_hard;
     j->batch.term = n->pend_term;
     j->batch.vote = n->pend_vote;
-    if (n->pend_log_from != 0 && job_fill_log(n, j) != 0) {
+    bool whole = true;
+    if (n->pend_log_from != 0 && job_fill_log(n, j, &whole) != 0) {
         goto err;
     }
-    if (n->commit > n->apply_queued && job_fill_apply(n, j) != 0) {
+    /* Entries are applied no further than the log this job or an earlier
+     * one makes durable. */
+    raft_index_t apply_to = n->commit;
+    if (!whole && apply_to > j->persist_index) {
+        apply_to = j->persist_index;
+    }
+    if (apply_to > n->apply_queued && job_fill_apply(n, j, apply_to) != 0) {
         goto err;
     }
 
@@ -527,12 +568,15 @@ static struct job *job_build(struct node *n)
         n->ckpt_copied = 0;
     }
     n->pend_hard = false;
-    n->pend_log_from = 0;
+    n->pend_log_from = whole ? 0 : j->persist_index + 1;
     if (j->n_apply > 0) {
-        n->apply_queued = n->commit;
+        n->apply_queued = j->batch.apply_from + j->n_apply - 1;
     }
-    j->after = n->pend_msgs;
-    n->pend_msgs = (struct msg_list){0};
+    if (whole) {
+        /* Messages may depend on the whole log handed out so far. */
+        j->after = n->pend_msgs;
+        n->pend_msgs = (struct msg_list){0};
+    }
 
     n->pend_install_path = NULL;
     n->pend_compact = false;
@@ -1013,6 +1057,22 @@ static void read_index_remote(struct node *n, struct waiter *w)
 static bool storage_failing(const struct node *n)
 {
     return n->storage_rv == -ENOSPC || n->storage_rv == -EIO;
+}
+
+/* The bytes of entry data in the log past what is durable. */
+static size_t unpersisted_bytes(const struct node *n)
+{
+    raft_index_t last = raft_last_index(n->raft);
+    raft_index_t i = raft_persisted_index(n->raft) + 1;
+    size_t bytes = 0;
+
+    if (i < raft_first_index(n->raft)) {
+        i = raft_first_index(n->raft);
+    }
+    for (; i <= last; i++) {
+        bytes += raft_entry_at(n->raft, i)->len;
+    }
+    return bytes;
 }
 
 static void waiter_advance(struct node *n, struct waiter *w)
@@ -2715,6 +2775,16 @@ static void on_raft_msg(struct node *n,
                   from, m->from, m->to);
         return;
     }
+    if (m->type == RAFT_MSG_APPEND && m->append.n_entries > 0 &&
+        storage_failing(n) &&
+        unpersisted_bytes(n) > IKD_MAX_UNCOMMITTED_BYTES) {
+        /* Entries this node cannot store would pile up in memory and in
+         * the next write, which then needs ever more free space.  Dropped
+         * like a lost message: the leader sends them again once this node
+         * answers. */
+        n->stats.appends_dropped++;
+        return;
+    }
     int rv = raft_step(n->raft, m);
     if (m->type == RAFT_MSG_APPEND_RESP) {
         node_trace_matched(n->trace, n->raft);
@@ -3245,6 +3315,10 @@ static void metrics_storage(struct node *n, struct ikd_buf *b)
     metrics_counter(b, "ikada_storage_failures_total",
                     "Transactions that failed and were retried.",
                     st->storage_failures);
+    metrics_counter(b, "ikada_appends_dropped_total",
+                    "AppendEntries with entries dropped because storage "
+                    "fails and the unstored log is full.",
+                    st->appends_dropped);
     ikd_metric_family(b, "ikada_storage_write_seconds", "histogram",
                       "Time of one durable transaction, fsync included.");
     ikd_metric_hist(b, "ikada_storage_write_seconds", &st->storage_latency);

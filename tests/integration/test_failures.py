@@ -301,6 +301,70 @@ def test_leader_with_a_full_disk_hands_over_and_recovers(new_cluster):
             ck.run(["umount", "-l", p], timeout=10)
 
 
+def _rss_mib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def _metric(c, i, name):
+    for line in c.read(i, ".ikada/metrics").decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("node %d has no metric %s" % (i, name))
+
+
+def test_follower_with_a_full_disk_stays_bounded_and_recovers(new_cluster):
+    """A follower whose disk is full while 4 MiB values keep coming holds
+    a bounded amount of them in memory, and once the space is back it
+    catches up, however far behind it fell."""
+    c = new_cluster
+    mounted = []
+    try:
+        for i in c.ids():
+            _tmpfs(c.nodes[i].data, 384)
+            mounted.append(c.nodes[i].data)
+        c.start()
+        leader = c.wait_leader(timeout=10)
+        full = c.followers(leader)[0]
+        filler = os.path.join(c.nodes[full].data, "filler")
+        ck.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M",
+                "count=1024"], timeout=30)
+
+        value = os.urandom(4 << 20)
+        written = 0
+        deadline = time.monotonic() + 60
+        while written < 160 and time.monotonic() < deadline:
+            r = c.cli("--timeout-ms", "5000", "set",
+                      "big/k%d" % (written % 8), "-", input=value)
+            assert r.ok, r
+            written += 1
+        assert written >= 100, "only %d values written in 60 s" % written
+        rss = _rss_mib(c.nodes[full].proc.pid)
+        assert rss < 320, (
+            "node %d holds %d MiB after %d MiB it could not store" %
+            (full, rss, written * 4))
+        assert _metric(c, full, "ikada_appends_dropped_total") > 0
+
+        os.remove(filler)
+        assert c.cli("set", "big/last", "done").ok
+        deadline = time.monotonic() + 40
+        while not (c.cat(full, "big/last", timeout=5).ok):
+            assert time.monotonic() < deadline, (
+                "node %d did not catch up after the space was freed:\n%s" %
+                (full, c.log_tail(full)))
+            time.sleep(0.2)
+        assert c.sha256(full, "big/k0") == c.sha256(leader, "big/k0")
+    finally:
+        for i in c.ids():
+            if c.nodes[i].running():
+                c.kill(i)
+        for p in mounted:
+            ck.run(["umount", "-l", p], timeout=10)
+
+
 def test_writes_right_after_the_leader_is_paused_follow_the_new_leader(
         cluster):
     """A request already sent to a leader that then stops answering
