@@ -190,6 +190,11 @@ struct fs_req
     struct ikd_trace_ctx parent; /* of its span; all zero for a root */
     bool untraced;         /* made through a file whose trace was not sampled */
     struct ikd_span *span; /* a sampled change's span, else NULL */
+    /* A write through a descriptor open for writing: its bytes, for the
+     * file's kept copy should the file be removed before the write. */
+    uint8_t *data;
+    bool append;
+    struct kv_cmd *attr_cmd; /* likewise for a size or mode change */
     size_t name_len;
     char name[]; /* NUL-terminated, for lookups */
 };
@@ -488,6 +493,8 @@ static void fs_req_free(struct fs_req *r)
     if (r->fs != NULL) {
         fs_req_unlink(r);
     }
+    free(r->data);
+    free(r->attr_cmd);
     free(r);
 }
 
@@ -666,6 +673,10 @@ static void fs_reply_opened(fuse_req_t req,
 }
 
 /* Create, mkdir and setattr answer with the attributes as applied. */
+static bool fs_snapshot_attr(const struct fs *f,
+                             uint64_t ino,
+                             struct kv_attr *a);
+
 static void fs_done_attr(struct fs_req *r, uint64_t ino)
 {
     struct fs *f = r->fs;
@@ -673,6 +684,11 @@ static void fs_done_attr(struct fs_req *r, uint64_t ino)
     struct stat st;
     int rv = kv_reader_getattr(node_reader(f->node), ino, &a);
 
+    if (rv == -ENOENT && r->kind == FS_DONE_ATTR &&
+        fs_snapshot_attr(f, ino, &a)) {
+        /* Removed by a later command while this node holds it open. */
+        rv = 0;
+    }
     if (rv != 0) {
         if (r->kind == FS_DONE_CREATE) {
             fs_handle_trace_end(f, r->fi.fh);
@@ -695,6 +711,11 @@ static void fs_done_attr(struct fs_req *r, uint64_t ino)
     }
 }
 
+static bool fs_orphan_setattr(struct fs *f,
+                              fuse_req_t req,
+                              uint64_t ino,
+                              const struct kv_cmd *c);
+
 static void fs_propose_cb(void *arg, int status, uint64_t value)
 {
     struct fs_req *r = arg;
@@ -703,6 +724,20 @@ static void fs_propose_cb(void *arg, int status, uint64_t value)
         /* fs_unmount() already answered; the file system may be gone. */
         fs_req_end_span(r, IKD_ESHUTDOWN);
         free(r);
+        return;
+    }
+    if (status == -ENOENT && r->kind == FS_DONE_WRITE && r->data != NULL &&
+        kv_orphans_write(node_orphans(r->fs->node), r->ino, r->offset, r->data,
+                         r->size, r->append, fs_max_bytes(r->fs),
+                         fs_now_ns()) == 0) {
+        /* The file was removed, by a command ordered before this write,
+         * while this node held it open: the write goes to the copy kept
+         * for the open descriptors. */
+        status = 0;
+    }
+    if (status == -ENOENT && r->kind == FS_DONE_ATTR && r->attr_cmd != NULL &&
+        fs_orphan_setattr(r->fs, r->req, r->ino, r->attr_cmd)) {
+        fs_req_free(r);
         return;
     }
     if (status != 0) {
@@ -864,6 +899,12 @@ static void fs_do_open(struct fs_req *r)
     fs_open_snapshot(r, &a);
 }
 
+static bool fs_orphan_read(struct fs *f,
+                           fuse_req_t req,
+                           uint64_t ino,
+                           size_t size,
+                           off_t off);
+
 static void fs_do_read(struct fs_req *r)
 {
     uint8_t *buf = malloc(r->size > 0 ? r->size : 1);
@@ -876,6 +917,12 @@ static void fs_do_read(struct fs_req *r)
     }
     rv = kv_reader_read(node_reader(r->fs->node), r->ino, r->offset, r->size,
                         buf, &n);
+    if (rv == -ENOENT &&
+        fs_orphan_read(r->fs, r->req, r->ino, r->size, (off_t)r->offset)) {
+        /* Removed while this node holds it open for writing. */
+        free(buf);
+        return;
+    }
     if (rv != 0) {
         fs_reply_rv(r->req, rv);
     } else {
@@ -1445,6 +1492,14 @@ static void fs_op_setattr(fuse_req_t req,
     if (fi != NULL && fi->fh != 0 && !fs_is_meta(ino)) {
         /* ftruncate or fchmod through an open file (folders have none) */
         fs_handle_parent(f, fs_handle_of(fi)->trace, r);
+        if (c.valid != 0 && fs_handle_of(fi)->watched) {
+            r->attr_cmd = malloc(sizeof(*r->attr_cmd));
+            if (r->attr_cmd == NULL) {
+                fs_req_fail(r, -ENOMEM);
+                return;
+            }
+            *r->attr_cmd = c;
+        }
     }
     if (c.valid != 0) {
         fs_submit(r, &c);
@@ -1752,6 +1807,16 @@ static void fs_op_write(fuse_req_t req,
     }
     r->size = size;
     r->ino = ino;
+    if (fs_handle_of(fi)->watched) {
+        r->data = malloc(size > 0 ? size : 1);
+        if (r->data == NULL) {
+            fs_req_fail(r, -ENOMEM);
+            return;
+        }
+        memcpy(r->data, buf, size);
+        r->offset = (uint64_t)off;
+        r->append = append;
+    }
     fs_handle_parent(f, fs_handle_of(fi)->trace, r);
     c.op = append ? KV_OP_APPEND : KV_OP_WRITE;
     c.offset = append ? 0 : (uint64_t)off;

@@ -453,6 +453,58 @@ os.close(fd)
 """
 
 
+UNLINKED_WHILE_WRITING = """
+import os, subprocess, sys, threading
+a, b, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for n in range(rounds):
+    name = "racing%d" % n
+    with open(a + "/" + name, "wb"):
+        pass
+    fd = os.open(a + "/" + name, os.O_RDWR | os.O_APPEND)
+    errors = []
+    def writer():
+        for i in range(150):
+            for op in ("write", "read", "truncate"):
+                try:
+                    if op == "write":
+                        os.write(fd, b"%04d\\n" % i)
+                    elif op == "read":
+                        os.pread(fd, 5, 0)
+                    else:
+                        os.ftruncate(fd, 5 * (i + 1))
+                except OSError as e:
+                    errors.append((i, op, e.strerror))
+                    return
+    t = threading.Thread(target=writer)
+    t.start()
+    subprocess.run(["rm", b + "/" + name], check=True)
+    t.join(60)
+    assert not t.is_alive(), "a write hung"
+    assert not errors, "round %d: a write or read failed: %r" % (n, errors)
+    want = b"".join(b"%04d\\n" % i for i in range(150))
+    got = os.pread(fd, 10000, 0)
+    assert got == want, "round %d: %r" % (n, got[:60])
+    os.close(fd)
+print("ok")
+"""
+
+
+def test_writes_and_reads_racing_a_removal_on_another_node_all_succeed(
+        shared):
+    """Writes, reads and truncations through a descriptor go on without an
+    error when another node removes the file while they are in flight:
+    those ordered after the removal go to this node's kept copy."""
+    c = shared
+    assert c.sh(1, "mkdir -p racing").ok
+    r = ck.run(["/usr/bin/python3", "-c", UNLINKED_WHILE_WRITING,
+                c.nodes[1].path("racing"), c.nodes[2].path("racing"), "8"],
+               timeout=120)
+    assert r.ok and r.text.strip() == "ok", r
+    for i in c.ids():
+        r = c.sh(i, "ls -A racing")
+        assert r.ok and r.out == b"", r
+
+
 def test_an_open_file_stays_writable_once_unlinked_here_or_elsewhere(shared):
     """POSIX keeps an unlinked file usable through its descriptors: an
     anonymous temporary file, and a file another node removes while it is
