@@ -1381,6 +1381,13 @@ static void fs_op_getattr(fuse_req_t req,
         fs_do_getattr_local(f, req, ino);
         return;
     }
+    if (kv_orphans_attr(node_orphans(f->node), ino, &a) == 0) {
+        /* Removed while open here: only this node's descriptors reach
+         * the file, so its copy is current without asking the leader,
+         * and answers even when this node cannot catch up. */
+        fs_reply_attr(f, req, &a);
+        return;
+    }
 
     r = fs_req_new(f, req, FS_DO_GETATTR, NULL);
     if (r != NULL) {

@@ -316,12 +316,26 @@ def _metric(c, i, name):
     raise AssertionError("node %d has no metric %s" % (i, name))
 
 
+HOLD_OPEN = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.write(fd, b"kept")
+print("ready", flush=True)
+sys.stdin.readline()
+size = os.fstat(fd).st_size
+os.pwrite(fd, b"more", 4)
+sys.stdout.write(repr((size, os.pread(fd, 100, 0))))
+"""
+
+
 def test_follower_with_a_full_disk_stays_bounded_and_recovers(new_cluster):
     """A follower whose disk is full while 4 MiB values keep coming holds
     a bounded amount of them in memory, and once the space is back it
-    catches up, however far behind it fell."""
+    catches up, however far behind it fell.  A file removed while open on
+    it stays usable through its descriptor meanwhile."""
     c = new_cluster
     mounted = []
+    holder = None
     try:
         for i in c.ids():
             _tmpfs(c.nodes[i].data, 384)
@@ -329,6 +343,15 @@ def test_follower_with_a_full_disk_stays_bounded_and_recovers(new_cluster):
         c.start()
         leader = c.wait_leader(timeout=10)
         full = c.followers(leader)[0]
+        assert c.cli("set", "kept", "").ok
+        holder = subprocess.Popen(
+            ["/usr/bin/python3", "-c", HOLD_OPEN,
+             c.nodes[full].path("kept")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert holder.stdout.readline() == b"ready\n"
+        assert c.cli("del", "kept").ok
+        ck.wait_until(lambda: not c.exists(full, "kept"), timeout=10,
+                      what="the removal on node %d" % full)
         filler = os.path.join(c.nodes[full].data, "filler")
         ck.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M",
                 "count=1024"], timeout=30)
@@ -347,6 +370,8 @@ def test_follower_with_a_full_disk_stays_bounded_and_recovers(new_cluster):
             "node %d holds %d MiB after %d MiB it could not store" %
             (full, rss, written * 4))
         assert _metric(c, full, "ikada_appends_dropped_total") > 0
+        out, _ = holder.communicate(b"go\n", timeout=10)
+        assert out == repr((4, b"keptmore")).encode(), out
 
         os.remove(filler)
         assert c.cli("set", "big/last", "done").ok
@@ -358,6 +383,9 @@ def test_follower_with_a_full_disk_stays_bounded_and_recovers(new_cluster):
             time.sleep(0.2)
         assert c.sha256(full, "big/k0") == c.sha256(leader, "big/k0")
     finally:
+        if holder is not None and holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
         for i in c.ids():
             if c.nodes[i].running():
                 c.kill(i)
