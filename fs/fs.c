@@ -1433,8 +1433,8 @@ static int fs_setattr_cmd(struct fs *f,
     return 0;
 }
 
-/* ftruncate or fchmod of a removed file, on its orphan copy; false when
- * ino has none. */
+/* ftruncate, fchmod or futimens of a removed file, on its orphan copy;
+ * false when ino has none. */
 static bool fs_orphan_setattr(struct fs *f,
                               fuse_req_t req,
                               uint64_t ino,
@@ -1454,6 +1454,9 @@ static bool fs_orphan_setattr(struct fs *f,
     }
     if (rv == 0 && (c->valid & KV_SET_MODE)) {
         rv = kv_orphans_chmod(o, ino, c->mode, now);
+    }
+    if (rv == 0 && (c->valid & KV_SET_MTIME) && !(c->valid & KV_SET_SIZE)) {
+        rv = kv_orphans_utime(o, ino, c->mtime_ns, now);
     }
     if (rv == 0) {
         rv = kv_orphans_attr(o, ino, &a);
@@ -1475,6 +1478,7 @@ static void fs_op_setattr(fuse_req_t req,
     struct fs *f = fuse_req_userdata(req);
     struct kv_cmd c = {.op = KV_OP_SETATTR, .ino = ino};
     struct fs_req *r;
+    bool watched;
     int e;
 
     if (fs_is_meta(ino)) {
@@ -1486,8 +1490,13 @@ static void fs_op_setattr(fuse_req_t req,
         fuse_reply_err(req, e);
         return;
     }
-    if (fi != NULL && fi->fh != 0 && fs_handle_of(fi)->watched &&
-        fs_orphan_setattr(f, req, ino, &c)) {
+    /* fchmod and futimens come without the descriptor's handle: a file
+     * this node holds open for writing may still be the one meant. */
+    watched =
+        fi != NULL && fi->fh != 0
+            ? fs_handle_of(fi)->watched
+            : c.valid != 0 && kv_orphans_watched(node_orphans(f->node), ino);
+    if (watched && fs_orphan_setattr(f, req, ino, &c)) {
         return;
     }
 
@@ -1496,17 +1505,17 @@ static void fs_op_setattr(fuse_req_t req,
         return;
     }
     r->ino = ino;
-    if (fi != NULL && fi->fh != 0 && !fs_is_meta(ino)) {
+    if (fi != NULL && fi->fh != 0) {
         /* ftruncate or fchmod through an open file (folders have none) */
         fs_handle_parent(f, fs_handle_of(fi)->trace, r);
-        if (c.valid != 0 && fs_handle_of(fi)->watched) {
-            r->attr_cmd = malloc(sizeof(*r->attr_cmd));
-            if (r->attr_cmd == NULL) {
-                fs_req_fail(r, -ENOMEM);
-                return;
-            }
-            *r->attr_cmd = c;
+    }
+    if (watched) {
+        r->attr_cmd = malloc(sizeof(*r->attr_cmd));
+        if (r->attr_cmd == NULL) {
+            fs_req_fail(r, -ENOMEM);
+            return;
         }
+        *r->attr_cmd = c;
     }
     if (c.valid != 0) {
         fs_submit(r, &c);

@@ -350,3 +350,19 @@ int kv_orphans_chmod(struct kv_orphans *o,
     pthread_mutex_unlock(&o->lock);
     return 0;
 }
+
+int kv_orphans_utime(struct kv_orphans *o,
+                     uint64_t ino,
+                     int64_t mtime_ns,
+                     int64_t ctime_ns)
+{
+    struct orphan *e = lock_kept(o, ino);
+
+    if (e == NULL) {
+        return -ENOENT;
+    }
+    e->attr.mtime_ns = mtime_ns;
+    e->attr.ctime_ns = ctime_ns;
+    pthread_mutex_unlock(&o->lock);
+    return 0;
+}

@@ -79,5 +79,9 @@ int kv_orphans_chmod(struct kv_orphans *o,
                      uint64_t ino,
                      uint32_t mode,
                      int64_t ctime_ns);
+int kv_orphans_utime(struct kv_orphans *o,
+                     uint64_t ino,
+                     int64_t mtime_ns,
+                     int64_t ctime_ns);
 
 #endif /* KV_ORPHAN_H */

@@ -441,13 +441,17 @@ sys.stdout.write(repr((f.read(), os.fstat(f.fileno()).st_size)))
 """
 
 UNLINKED_ELSEWHERE = """
-import os, subprocess, sys
+import os, stat, subprocess, sys
 a, b = sys.argv[1], sys.argv[2]
 fd = os.open(a + "/orphan", os.O_RDWR | os.O_APPEND)
 os.write(fd, b"one\\n")
 subprocess.run(["rm", b + "/orphan"], check=True)
 os.write(fd, b"two\\n")
-sys.stdout.write(repr((os.pread(fd, 100, 0), os.fstat(fd).st_size,
+os.fchmod(fd, 0o600)
+os.utime(fd, (1, 2))
+st = os.fstat(fd)
+sys.stdout.write(repr((os.pread(fd, 100, 0), st.st_size,
+                       oct(stat.S_IMODE(st.st_mode)), int(st.st_mtime),
                        os.path.exists(a + "/orphan"))))
 os.close(fd)
 """
@@ -521,7 +525,7 @@ def test_an_open_file_stays_writable_once_unlinked_here_or_elsewhere(shared):
                 c.nodes[1].path("orphans"), c.nodes[2].path("orphans")],
                timeout=30)
     assert r.ok, r
-    assert r.text == repr((b"zero\none\ntwo\n", 13, False)), r
+    assert r.text == repr((b"zero\none\ntwo\n", 13, "0o600", 2, False)), r
     for i in c.ids():
         r = c.sh(i, "ls -A orphans")
         assert r.ok and r.out == b"", r
