@@ -96,6 +96,12 @@ struct waiter
      * likely without a quorum, and a quick EROFS serves better than a long
      * wait. */
     uint64_t leader_deadline_ms;
+    /* A proposal the leader refused without appending it (IKD_EBUSY: a
+     * leadership transfer, or too much uncommitted) is asked again from
+     * retry_ms on; refused is what the deadline answers if it never got
+     * in. */
+    uint64_t retry_ms;
+    int refused;
     /* A proposal's command, kept until the outcome is known: an entry that
      * a newer leader replaced is proposed again. */
     uint8_t *cmd;
@@ -1017,12 +1023,27 @@ static void forward_proposal(struct node *n, struct waiter *w)
     w->stage = W_FORWARDED;
 }
 
+/* The leader refused w's command for now, appending nothing: ask again
+ * a tick later, wherever the lead is then, until the deadline. */
+static void waiter_hold(struct node *n, struct waiter *w, int status)
+{
+    w->stage = W_NEED_LEADER;
+    w->refused = status;
+    w->retry_ms = now_ms(n) + n->tick_ms;
+    /* A leader is known: only the request's own deadline applies. */
+    w->leader_deadline_ms = w->deadline_ms;
+}
+
 static void propose_locally(struct node *n, struct waiter *w)
 {
     raft_index_t index;
     raft_term_t term;
     int rv = raft_propose(n->raft, RAFT_ENTRY_COMMAND, w->cmd, w->cmd_len,
                           &index, &term);
+    if (rv == IKD_EBUSY) {
+        waiter_hold(n, w, rv);
+        return;
+    }
     if (rv != 0) {
         waiter_finish(w, rv, 0);
         return;
@@ -1077,7 +1098,8 @@ static size_t unpersisted_bytes(const struct node *n)
 
 static void waiter_advance(struct node *n, struct waiter *w)
 {
-    if (w->stage == W_NEED_LEADER && n->leader != 0) {
+    if (w->stage == W_NEED_LEADER && n->leader != 0 &&
+        now_ms(n) >= w->retry_ms) {
         bool local = n->leader == n->cfg.id;
         if (w->is_read) {
             local ? read_index_locally(n, w) : read_index_remote(n, w);
@@ -1187,13 +1209,16 @@ int node_propose_traced(struct node *n,
         /* Fail at once rather than calling back before returning. */
         int rv = raft_propose(n->raft, RAFT_ENTRY_COMMAND, cmd, len, &w->index,
                               &w->term);
-        if (rv != 0) {
+        if (rv == IKD_EBUSY) {
+            waiter_hold(n, w, rv);
+        } else if (rv != 0) {
             free(w->cmd);
             free(w);
             return rv;
+        } else {
+            node_trace_proposed(n->trace, w->index, parent, now_ms(n));
+            w->stage = W_APPLY;
         }
-        node_trace_proposed(n->trace, w->index, parent, now_ms(n));
-        w->stage = W_APPLY;
     }
     waiter_link(n, w);
     waiter_advance(n, w);
@@ -1230,10 +1255,12 @@ static void waiters_expire(struct node *n)
         bool leaderless =
             w->stage == W_NEED_LEADER && now >= w->leader_deadline_ms;
         if (now >= w->deadline_ms || leaderless) {
-            /* Without a leader nothing was proposed: the change certainly
-             * did not happen.  Otherwise its outcome is unknown. */
-            int status =
-                w->stage == W_NEED_LEADER ? IKD_ENOLEADER : IKD_ETIMEDOUT;
+            /* Without a leader, or refused by it, nothing was proposed:
+             * the change certainly did not happen.  Otherwise its outcome
+             * is unknown. */
+            int status = w->stage != W_NEED_LEADER ? IKD_ETIMEDOUT
+                         : w->refused != 0         ? w->refused
+                                                   : IKD_ENOLEADER;
             waiter_finish(w, status, 0);
         }
         w = next;
@@ -1302,6 +1329,11 @@ static void on_forward_resp(struct node *n, const struct net_forward_resp *r)
         /* The leader moved before it got the command: nothing was
          * appended, so asking the next leader cannot apply it twice. */
         w->stage = W_NEED_LEADER;
+        return;
+    }
+    if (r->status == IKD_EBUSY) {
+        w->id = ++n->next_id;
+        waiter_hold(n, w, r->status);
         return;
     }
     if (r->status != 0) {

@@ -2,6 +2,7 @@
 the same, well-formed story."""
 
 import json
+import subprocess
 import time
 
 import cluster as ck
@@ -94,3 +95,67 @@ def test_ikada_folder_is_read_only(cluster):
         assert r.rc != 0 and not r.timed_out, r
         assert c.ikada(i, "id") == str(i)
     assert ck.mounts_at(c.nodes[1].mount)
+
+
+WRITE_LOOP = """
+import os, subprocess, sys, time
+d, seconds = sys.argv[1], float(sys.argv[2])
+errors = []
+appended = 0
+fd = os.open(d + "/appended", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+end = time.monotonic() + seconds
+n = 0
+while time.monotonic() < end:
+    n += 1
+    for _ in range(4):
+        try:
+            os.write(fd, b"x\\n")
+            appended += 1
+        except OSError as e:
+            errors.append("append: " + e.strerror)
+    r = subprocess.run(["sh", "-c", "echo %d > %s/echoed" % (n, d)],
+                       capture_output=True, timeout=20)
+    if r.returncode != 0:
+        errors.append("echo: " + r.stderr.decode().strip())
+os.close(fd)
+print(appended, n, repr(errors))
+"""
+
+
+def test_transfer_moves_leadership_while_every_mount_keeps_writing(cluster):
+    """`ikada transfer` moves the lead at once, and writes through every
+    mount meanwhile wait for the new leader rather than fail."""
+    c = cluster
+    first = c.wait_leader()
+    for i in c.ids():
+        assert c.sh(i, "mkdir -p moving%d" % i).ok
+    writers = {
+        i: subprocess.Popen(
+            ["/usr/bin/python3", "-c", WRITE_LOOP,
+             c.nodes[i].path("moving%d" % i), "8"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in c.ids()}
+    try:
+        leaders = [first]
+        time.sleep(0.5)
+        for _ in range(6):
+            r = c.cli("transfer", timeout=15)
+            assert r.ok, r
+            leaders.append(c.wait_leader(timeout=5))
+            assert leaders[-1] != leaders[-2], leaders
+            time.sleep(0.8)
+        outs = {i: w.communicate(timeout=60) for i, w in writers.items()}
+    finally:
+        for w in writers.values():
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    for i, (out, err) in outs.items():
+        assert writers[i].returncode == 0, err
+        appended, rounds, errors = out.decode().split(" ", 2)
+        assert errors.strip() == "[]", "node %d: %s" % (i, errors)
+        assert int(rounds) > 10, out
+        # Every acknowledged append is there, once, on every node.
+        for j in c.ids():
+            assert c.read(j, "moving%d/appended" % i) == \
+                b"x\n" * int(appended), "node %d's file on node %d" % (i, j)
