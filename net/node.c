@@ -2281,6 +2281,10 @@ static void create_work_cb(uv_work_t *work)
     struct snap_create *c = work->data;
     uint64_t start = uv_hrtime();
 
+    /* The file this one replaces is too old for any follower that still
+     * needs one, and senders read it through descriptors of their own:
+     * its space is better free before the new file needs as much. */
+    unlink(c->path);
     c->rv =
         kv_snapshot_create(c->node->data_dir, &node_sm, c->tmp_path, &c->info);
     if (c->rv == 0 && rename(c->tmp_path, c->path) != 0) {

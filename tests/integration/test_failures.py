@@ -393,6 +393,47 @@ def test_follower_with_a_full_disk_stays_bounded_and_recovers(new_cluster):
             ck.run(["umount", "-l", p], timeout=10)
 
 
+def test_node_behind_a_compacted_log_catches_up_with_room_for_one_snapshot(
+        new_cluster):
+    """A leader whose disk filled falls behind while large values move
+    the log past it; once space is back it needs a snapshot, and the new
+    leader, with room for about one more snapshot file, makes one."""
+    c = new_cluster
+    mounted = []
+    try:
+        for i in c.ids():
+            _tmpfs(c.nodes[i].data, 256)
+            mounted.append(c.nodes[i].data)
+        c.start()
+        old = c.wait_leader(timeout=10)
+        assert c.cli("set", "before", "1").ok
+        filler = os.path.join(c.nodes[old].data, "filler")
+        ck.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M",
+                "count=1024"], timeout=30)
+        for n in range(40):
+            r = c.cli("--timeout-ms", "5000", "set", "big/k%d" % (n % 12),
+                      "-", input=os.urandom(4 << 20), timeout=20)
+            assert r.ok, r
+        new = c.wait_leader(timeout=5, among=c.followers(old))
+
+        os.remove(filler)
+        assert c.cli("set", "after", "done").ok
+        deadline = time.monotonic() + 25
+        while not c.cat(old, "after", timeout=5).ok:
+            assert time.monotonic() < deadline, (
+                "node %d did not catch up:\n%s" % (old, c.log_tail(new)))
+            time.sleep(0.2)
+        for k in range(12):
+            assert c.sha256(old, "big/k%d" % k) == \
+                c.sha256(new, "big/k%d" % k), k
+    finally:
+        for i in c.ids():
+            if c.nodes[i].running():
+                c.kill(i)
+        for p in mounted:
+            ck.run(["umount", "-l", p], timeout=10)
+
+
 def test_writes_right_after_the_leader_is_paused_follow_the_new_leader(
         cluster):
     """A request already sent to a leader that then stops answering
