@@ -1030,8 +1030,9 @@ static void waiter_hold(struct node *n, struct waiter *w, int status)
     w->stage = W_NEED_LEADER;
     w->refused = status;
     w->retry_ms = now_ms(n) + n->tick_ms;
-    /* A leader is known: only the request's own deadline applies. */
-    w->leader_deadline_ms = w->deadline_ms;
+    /* A leader answered just now: give up early only once none is known
+     * for as long as a new request would wait for one. */
+    w->leader_deadline_ms = now_ms(n) + 2 * n->cfg.election_timeout_ms;
 }
 
 static void propose_locally(struct node *n, struct waiter *w)
@@ -1258,9 +1259,9 @@ static void waiters_expire(struct node *n)
             /* Without a leader, or refused by it, nothing was proposed:
              * the change certainly did not happen.  Otherwise its outcome
              * is unknown. */
-            int status = w->stage != W_NEED_LEADER ? IKD_ETIMEDOUT
-                         : w->refused != 0         ? w->refused
-                                                   : IKD_ENOLEADER;
+            int status = w->stage != W_NEED_LEADER           ? IKD_ETIMEDOUT
+                         : n->leader != 0 && w->refused != 0 ? w->refused
+                                                             : IKD_ENOLEADER;
             waiter_finish(w, status, 0);
         }
         w = next;
