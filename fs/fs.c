@@ -546,7 +546,7 @@ static void fs_submit(struct fs_req *r, struct kv_cmd *c)
     fs_req_trace(r, c->op);
     rv = node_propose_traced(f->node, buf, len,
                              r->span != NULL ? &r->span->ctx : NULL,
-                             fs_propose_cb, r);
+                             NODE_PROPOSE_HOLD, fs_propose_cb, r);
     free(buf);
     if (rv != 0) {
         IKD_DEBUG("fs", "propose op=%u failed rv=%d -> reply error",

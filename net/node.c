@@ -102,6 +102,7 @@ struct waiter
      * in. */
     uint64_t retry_ms;
     int refused;
+    bool hold; /* NODE_PROPOSE_HOLD */
     /* A proposal's command, kept until the outcome is known: an entry that
      * a newer leader replaced is proposed again. */
     uint8_t *cmd;
@@ -1041,7 +1042,7 @@ static void propose_locally(struct node *n, struct waiter *w)
     raft_term_t term;
     int rv = raft_propose(n->raft, RAFT_ENTRY_COMMAND, w->cmd, w->cmd_len,
                           &index, &term);
-    if (rv == IKD_EBUSY) {
+    if (rv == IKD_EBUSY && w->hold) {
         waiter_hold(n, w, rv);
         return;
     }
@@ -1166,13 +1167,14 @@ int node_propose(struct node *n,
                  node_propose_cb cb,
                  void *arg)
 {
-    return node_propose_traced(n, cmd, len, NULL, cb, arg);
+    return node_propose_traced(n, cmd, len, NULL, NODE_PROPOSE_HOLD, cb, arg);
 }
 
 int node_propose_traced(struct node *n,
                         const uint8_t *cmd,
                         size_t len,
                         const struct ikd_trace_ctx *parent,
+                        unsigned flags,
                         node_propose_cb cb,
                         void *arg)
 {
@@ -1205,12 +1207,13 @@ int node_propose_traced(struct node *n,
     memcpy(w->cmd, cmd, len);
     w->cmd_len = len;
     w->propose_cb = cb;
+    w->hold = (flags & NODE_PROPOSE_HOLD) != 0;
     w->arg = arg;
     if (local) {
         /* Fail at once rather than calling back before returning. */
         int rv = raft_propose(n->raft, RAFT_ENTRY_COMMAND, cmd, len, &w->index,
                               &w->term);
-        if (rv == IKD_EBUSY) {
+        if (rv == IKD_EBUSY && w->hold) {
             waiter_hold(n, w, rv);
         } else if (rv != 0) {
             free(w->cmd);
@@ -1332,7 +1335,7 @@ static void on_forward_resp(struct node *n, const struct net_forward_resp *r)
         w->stage = W_NEED_LEADER;
         return;
     }
-    if (r->status == IKD_EBUSY) {
+    if (r->status == IKD_EBUSY && w->hold) {
         w->id = ++n->next_id;
         waiter_hold(n, w, r->status);
         return;
@@ -1577,7 +1580,7 @@ static int client_start(struct node *n,
             return rv;
         }
         rv = node_propose_traced(n, cmd, len,
-                                 c->span != NULL ? &c->span->ctx : NULL,
+                                 c->span != NULL ? &c->span->ctx : NULL, 0,
                                  client_propose_cb, c);
         free(cmd);
         return rv;

@@ -70,7 +70,9 @@ typedef void (*node_propose_cb)(void *arg, int status, uint64_t value);
 /* Propose an encoded struct kv_cmd (copied).  On a follower it goes to the
  * leader; either way cb runs once the command is applied here, or fails,
  * always within the request timeout.  Returns 0, or a negative code with no
- * callback. */
+ * callback.  While the leader takes no new entries for now (a leadership
+ * transfer, too much uncommitted), the command waits and is offered again
+ * every tick; IKD_EBUSY comes only if the request timeout passes first. */
 int node_propose(struct node *n,
                  const uint8_t *cmd,
                  size_t len,
@@ -79,11 +81,15 @@ int node_propose(struct node *n,
 
 /* The same, on behalf of a traced operation: when parent is a sampled
  * context, the proposal's spans, here, on the leader and on followers,
- * join its trace.  parent may be NULL. */
+ * join its trace.  parent may be NULL.  Without NODE_PROPOSE_HOLD in
+ * flags, IKD_EBUSY comes back at once instead of the wait: for a client
+ * that asks again by itself, on a node of its choosing. */
+enum { NODE_PROPOSE_HOLD = 1u << 0 };
 int node_propose_traced(struct node *n,
                         const uint8_t *cmd,
                         size_t len,
                         const struct ikd_trace_ctx *parent,
+                        unsigned flags,
                         node_propose_cb cb,
                         void *arg);
 
