@@ -1452,11 +1452,8 @@ static bool fs_orphan_setattr(struct fs *f,
         rv = kv_orphans_resize(o, ino, c->size, fs_max_bytes(f),
                                (c->valid & KV_SET_MTIME) ? c->mtime_ns : now);
     }
-    if (rv == 0 && (c->valid & KV_SET_MODE)) {
-        rv = kv_orphans_chmod(o, ino, c->mode, now);
-    }
-    if (rv == 0 && (c->valid & KV_SET_MTIME) && !(c->valid & KV_SET_SIZE)) {
-        rv = kv_orphans_utime(o, ino, c->mtime_ns, now);
+    if (rv == 0 && (c->valid & (KV_SET_MODE | KV_SET_MTIME))) {
+        rv = kv_orphans_setattr(o, ino, c->valid, c->mode, c->mtime_ns, now);
     }
     if (rv == 0) {
         rv = kv_orphans_attr(o, ino, &a);

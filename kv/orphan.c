@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd.h"
+
 struct orphan
 {
     uint64_t ino;
@@ -335,33 +337,24 @@ int kv_orphans_resize(struct kv_orphans *o,
     return rv;
 }
 
-int kv_orphans_chmod(struct kv_orphans *o,
-                     uint64_t ino,
-                     uint32_t mode,
-                     int64_t ctime_ns)
+int kv_orphans_setattr(struct kv_orphans *o,
+                       uint64_t ino,
+                       uint32_t valid,
+                       uint32_t mode,
+                       int64_t mtime_ns,
+                       int64_t ctime_ns)
 {
     struct orphan *e = lock_kept(o, ino);
 
     if (e == NULL) {
         return -ENOENT;
     }
-    e->attr.mode = mode & 07777;
-    e->attr.ctime_ns = ctime_ns;
-    pthread_mutex_unlock(&o->lock);
-    return 0;
-}
-
-int kv_orphans_utime(struct kv_orphans *o,
-                     uint64_t ino,
-                     int64_t mtime_ns,
-                     int64_t ctime_ns)
-{
-    struct orphan *e = lock_kept(o, ino);
-
-    if (e == NULL) {
-        return -ENOENT;
+    if (valid & KV_SET_MODE) {
+        e->attr.mode = mode & 07777;
     }
-    e->attr.mtime_ns = mtime_ns;
+    if (valid & KV_SET_MTIME) {
+        e->attr.mtime_ns = mtime_ns;
+    }
     e->attr.ctime_ns = ctime_ns;
     pthread_mutex_unlock(&o->lock);
     return 0;

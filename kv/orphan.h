@@ -75,13 +75,13 @@ int kv_orphans_resize(struct kv_orphans *o,
                       uint64_t size,
                       uint64_t max,
                       int64_t mtime_ns);
-int kv_orphans_chmod(struct kv_orphans *o,
-                     uint64_t ino,
-                     uint32_t mode,
-                     int64_t ctime_ns);
-int kv_orphans_utime(struct kv_orphans *o,
-                     uint64_t ino,
-                     int64_t mtime_ns,
-                     int64_t ctime_ns);
+/* Mode and mtime as valid (KV_SET_MODE, KV_SET_MTIME) says; the change
+ * itself happens at ctime_ns. */
+int kv_orphans_setattr(struct kv_orphans *o,
+                       uint64_t ino,
+                       uint32_t valid,
+                       uint32_t mode,
+                       int64_t mtime_ns,
+                       int64_t ctime_ns);
 
 #endif /* KV_ORPHAN_H */
