@@ -1,5 +1,6 @@
 """Crashes, pauses, lost quorum and shutdown, each on a cluster of its own."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -241,12 +242,28 @@ def test_sigterm_and_sigint_exit_0_and_unmount(cluster):
             "node %d left its mount after %s" % (i, sig.name))
 
 
-def _tmpfs(path, size_mib):
-    os.makedirs(path, exist_ok=True)
-    r = ck.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mib, "tmpfs",
-                path], timeout=10)
-    if not r.ok:
-        pytest.skip("cannot mount a tmpfs here: %s" % r.errtext.strip())
+@contextlib.contextmanager
+def _on_tmpfs(c, size_mib):
+    """Start c with each data folder on a tmpfs of its own, of size_mib;
+    at the end stop the nodes and take the tmpfs away."""
+    mounted = []
+    try:
+        for i in c.ids():
+            os.makedirs(c.nodes[i].data, exist_ok=True)
+            r = ck.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mib,
+                        "tmpfs", c.nodes[i].data], timeout=10)
+            if not r.ok:
+                pytest.skip("cannot mount a tmpfs here: %s" %
+                            r.errtext.strip())
+            mounted.append(c.nodes[i].data)
+        c.start()
+        yield
+    finally:
+        for i in c.ids():
+            if c.nodes[i].running():
+                c.kill(i)
+        for p in mounted:
+            ck.run(["umount", "-l", p], timeout=10)
 
 
 def test_leader_with_a_full_disk_hands_over_and_recovers(new_cluster):
@@ -254,12 +271,7 @@ def test_leader_with_a_full_disk_hands_over_and_recovers(new_cluster):
     hand leadership to a follower, so the CLI keeps working, and freeing
     the space lets it catch up with nothing lost."""
     c = new_cluster
-    mounted = []
-    try:
-        for i in c.ids():
-            _tmpfs(c.nodes[i].data, 48)
-            mounted.append(c.nodes[i].data)
-        c.start()
+    with _on_tmpfs(c, 48):
         old = c.wait_leader(timeout=10)
         assert c.cli("set", "disk/before", "1").ok
         filler = os.path.join(c.nodes[old].data, "filler")
@@ -293,12 +305,6 @@ def test_leader_with_a_full_disk_hands_over_and_recovers(new_cluster):
         for k in acked:
             assert c.read(old, "disk/k%d" % k) == str(k).encode()
         assert c.read(old, "disk/before") == b"1"
-    finally:
-        for i in c.ids():
-            if c.nodes[i].running():
-                c.kill(i)
-        for p in mounted:
-            ck.run(["umount", "-l", p], timeout=10)
 
 
 def _rss_mib(pid):
@@ -334,63 +340,54 @@ def test_follower_with_a_full_disk_stays_bounded_and_recovers(new_cluster):
     catches up, however far behind it fell.  A file removed while open on
     it stays usable through its descriptor meanwhile."""
     c = new_cluster
-    mounted = []
     holder = None
-    try:
-        for i in c.ids():
-            _tmpfs(c.nodes[i].data, 384)
-            mounted.append(c.nodes[i].data)
-        c.start()
-        leader = c.wait_leader(timeout=10)
-        full = c.followers(leader)[0]
-        assert c.cli("set", "kept", "").ok
-        holder = subprocess.Popen(
-            ["/usr/bin/python3", "-c", HOLD_OPEN,
-             c.nodes[full].path("kept")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert holder.stdout.readline() == b"ready\n"
-        assert c.cli("del", "kept").ok
-        ck.wait_until(lambda: not c.exists(full, "kept"), timeout=10,
-                      what="the removal on node %d" % full)
-        filler = os.path.join(c.nodes[full].data, "filler")
-        ck.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M",
-                "count=1024"], timeout=30)
+    with _on_tmpfs(c, 384):
+        try:
+            leader = c.wait_leader(timeout=10)
+            full = c.followers(leader)[0]
+            assert c.cli("set", "kept", "").ok
+            holder = subprocess.Popen(
+                ["/usr/bin/python3", "-c", HOLD_OPEN,
+                 c.nodes[full].path("kept")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert holder.stdout.readline() == b"ready\n"
+            assert c.cli("del", "kept").ok
+            ck.wait_until(lambda: not c.exists(full, "kept"), timeout=10,
+                          what="the removal on node %d" % full)
+            filler = os.path.join(c.nodes[full].data, "filler")
+            ck.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M",
+                    "count=1024"], timeout=30)
 
-        value = os.urandom(4 << 20)
-        written = 0
-        deadline = time.monotonic() + 60
-        while written < 160 and time.monotonic() < deadline:
-            r = c.cli("--timeout-ms", "5000", "set",
-                      "big/k%d" % (written % 8), "-", input=value)
-            assert r.ok, r
-            written += 1
-        assert written >= 100, "only %d values written in 60 s" % written
-        rss = _rss_mib(c.nodes[full].proc.pid)
-        assert rss < 320, (
-            "node %d holds %d MiB after %d MiB it could not store" %
-            (full, rss, written * 4))
-        assert _metric(c, full, "ikada_appends_dropped_total") > 0
-        out, _ = holder.communicate(b"go\n", timeout=10)
-        assert out == repr((4, b"keptmore")).encode(), out
+            value = os.urandom(4 << 20)
+            written = 0
+            deadline = time.monotonic() + 60
+            while written < 160 and time.monotonic() < deadline:
+                r = c.cli("--timeout-ms", "5000", "set",
+                          "big/k%d" % (written % 8), "-", input=value)
+                assert r.ok, r
+                written += 1
+            assert written >= 100, "only %d values written in 60 s" % written
+            rss = _rss_mib(c.nodes[full].proc.pid)
+            assert rss < 320, (
+                "node %d holds %d MiB after %d MiB it could not store" %
+                (full, rss, written * 4))
+            assert _metric(c, full, "ikada_appends_dropped_total") > 0
+            out, _ = holder.communicate(b"go\n", timeout=10)
+            assert out == repr((4, b"keptmore")).encode(), out
 
-        os.remove(filler)
-        assert c.cli("set", "big/last", "done").ok
-        deadline = time.monotonic() + 40
-        while not (c.cat(full, "big/last", timeout=5).ok):
-            assert time.monotonic() < deadline, (
-                "node %d did not catch up after the space was freed:\n%s" %
-                (full, c.log_tail(full)))
-            time.sleep(0.2)
-        assert c.sha256(full, "big/k0") == c.sha256(leader, "big/k0")
-    finally:
-        if holder is not None and holder.poll() is None:
-            holder.kill()
-            holder.wait(timeout=10)
-        for i in c.ids():
-            if c.nodes[i].running():
-                c.kill(i)
-        for p in mounted:
-            ck.run(["umount", "-l", p], timeout=10)
+            os.remove(filler)
+            assert c.cli("set", "big/last", "done").ok
+            deadline = time.monotonic() + 40
+            while not (c.cat(full, "big/last", timeout=5).ok):
+                assert time.monotonic() < deadline, (
+                    "node %d did not catch up after the space was freed:\n%s" %
+                    (full, c.log_tail(full)))
+                time.sleep(0.2)
+            assert c.sha256(full, "big/k0") == c.sha256(leader, "big/k0")
+        finally:
+            if holder is not None and holder.poll() is None:
+                holder.kill()
+                holder.wait(timeout=10)
 
 
 def test_node_behind_a_compacted_log_catches_up_with_room_for_one_snapshot(
@@ -399,12 +396,7 @@ def test_node_behind_a_compacted_log_catches_up_with_room_for_one_snapshot(
     the log past it; once space is back it needs a snapshot, and the new
     leader, with room for about one more snapshot file, makes one."""
     c = new_cluster
-    mounted = []
-    try:
-        for i in c.ids():
-            _tmpfs(c.nodes[i].data, 256)
-            mounted.append(c.nodes[i].data)
-        c.start()
+    with _on_tmpfs(c, 256):
         old = c.wait_leader(timeout=10)
         assert c.cli("set", "before", "1").ok
         filler = os.path.join(c.nodes[old].data, "filler")
@@ -426,12 +418,6 @@ def test_node_behind_a_compacted_log_catches_up_with_room_for_one_snapshot(
         for k in range(12):
             assert c.sha256(old, "big/k%d" % k) == \
                 c.sha256(new, "big/k%d" % k), k
-    finally:
-        for i in c.ids():
-            if c.nodes[i].running():
-                c.kill(i)
-        for p in mounted:
-            ck.run(["umount", "-l", p], timeout=10)
 
 
 def test_writes_right_after_the_leader_is_paused_follow_the_new_leader(
